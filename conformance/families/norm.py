@@ -1,0 +1,87 @@
+"""batch_norm1d/2d/3d in inference mode: PyTorch ``nn.BatchNormNd`` against Keras ``BatchNormalization``.
+
+The weights move by name (weight, bias, running_mean, running_var -> gamma, beta, moving_mean,
+moving_variance). The defaults differ: eps 1e-5 against 1e-3, and Keras's momentum is
+1 - torch's. The Keras layer is built with torch's eps, and a transfer between layers whose eps
+differ is refused, because identical weights would still give different outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import reference
+from ..rules import Converter, WeightRule
+from .base import Family, Param, Params, Tolerance, boolean, choice, integer, invalid, real, shape
+
+
+def _check(n: int) -> Any:
+    def check(p: Params) -> None:
+        rank = len(p["input_shape"])
+        allowed = {1: (1, 2), 2: (3,), 3: (4,)}[n]
+        if rank not in allowed:
+            raise invalid("input_shape", f"BatchNorm{n}d takes (C{', L' if n == 1 else ''}) per sample "
+                          f"for rank {' or '.join(map(str, allowed))}, got rank {rank}")
+        if p["input_shape"][0] != p["num_features"]:
+            raise invalid("input_shape", f"has {p['input_shape'][0]} channels but num_features is "
+                                         f"{p['num_features']}")
+    return check
+
+
+def _build_torch(n: int) -> Any:
+    def build(p: Params) -> Any:
+        import torch
+        cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[n]
+        return cls(p["num_features"], eps=p["eps"], momentum=p["momentum"], affine=p["affine"],
+                   track_running_stats=p["track_running_stats"])
+    return build
+
+
+def _build_keras(p: Params, x: Any) -> Any:
+    import keras
+    return keras.layers.BatchNormalization(axis=-1, epsilon=p["eps"], momentum=1.0 - p["momentum"],
+                                           center=p["affine"], scale=p["affine"])(x)
+
+
+def _reference(x: Any, w: Any, p: Params) -> Any:
+    return reference.batch_norm(x, w["running_mean"], w["running_var"], w.get("weight"), w.get("bias"),
+                                eps=p["eps"])
+
+
+def _family(n: int) -> Family:
+    return Family(
+        name=f"batch_norm{n}d", torch_class=f"BatchNorm{n}d", channels_first=True,
+        params={
+            "num_features": Param(integer(1), abbrev="c"),
+            "eps": Param(real(0.0, exclusive=True), default=1e-5, abbrev="eps"),
+            "momentum": Param(real(0.0), default=0.1, abbrev="m"),
+            "affine": Param(boolean, default=True, abbrev="affine"),
+            # Without running statistics torch normalises with batch statistics even in eval mode.
+            "track_running_stats": Param(choice(True), default=True, abbrev="trs"),
+            "input_shape": Param(shape(), abbrev="in"),
+        },
+        build_torch=_build_torch(n), build_keras=_build_keras, check=_check(n), reference=_reference,
+        tolerance=lambda p: Tolerance(1e-5, 1e-4, "per-element affine map after normalisation"),
+        weight_layouts={"weight": "copy -> gamma", "bias": "copy -> beta",
+                        "running_mean": "copy -> moving_mean", "running_var": "copy -> moving_variance"},
+    )
+
+
+FAMILIES = [_family(1), _family(2), _family(3)]
+
+
+def _rules(module: Any, layer: Any) -> list[WeightRule]:
+    return [WeightRule("weight", "gamma", optional=True), WeightRule("bias", "beta", optional=True),
+            WeightRule("running_mean", "moving_mean"), WeightRule("running_var", "moving_variance")]
+
+
+def _check_pair(module: Any, layer: Any) -> str | None:
+    if not math.isclose(module.eps, layer.epsilon, rel_tol=1e-6):
+        return (f"eps {module.eps:g} vs epsilon {layer.epsilon:g} (PyTorch defaults to 1e-5, Keras to 1e-3); "
+                f"build the Keras layer with epsilon={module.eps:g}")
+    return None
+
+
+CONVERTERS = [Converter("batch norm", ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"), ("BatchNormalization",),
+                        _rules, _check_pair, ignore_torch=("num_batches_tracked",))]

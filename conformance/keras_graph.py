@@ -1,0 +1,103 @@
+"""Reading a Keras model's graph: which feature map does a Dense layer read through a Flatten?
+
+torch flattens C,H,W; Keras flattens whatever order its tensor has, H,W,C for channels-last
+feature maps. To re-order a Dense kernel correctly we need the axes of the tensor that the
+Flatten consumed. We walk back from the Dense through layers that do not change the layout
+(dropout, activations, normalisation) to the Flatten, then on to the layer that fixed the
+feature map's layout: a convolution, pooling, padding or resampling layer (by its
+``data_format``), a ``Permute`` (which re-labels the axes), or the model's input (a rank >= 3
+input is taken to be a channels-last image). Anything else (recurrent, embedding, attention,
+reshape) means the layout already matches torch's and no re-ordering happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .layout import Layout
+
+_PASSTHROUGH = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Activation", "ReLU",
+                "LeakyReLU", "ELU", "PReLU", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Identity",
+                "ActivityRegularization", "BatchNormalization", "Softmax"}
+_SPATIAL_PREFIXES = ("Conv", "DepthwiseConv", "SeparableConv", "MaxPooling", "AveragePooling", "ZeroPadding",
+                     "Cropping", "UpSampling", "LocallyConnected")
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """The flattened tensor's axes in torch order and in Keras order, with their sizes."""
+
+    torch_axes: tuple[str, ...]
+    keras_axes: tuple[str, ...]
+    sizes: dict[str, int]
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(f"O ({' '.join(self.torch_axes)}) -> ({' '.join(self.keras_axes)}) O")
+
+    def describe(self) -> str:
+        return "x".join(str(self.sizes[a]) for a in self.keras_axes) + f" ({','.join(self.keras_axes)})"
+
+
+def _producer(tensor: Any) -> Any:
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None
+
+
+def _input_of(layer: Any) -> Any:
+    try:
+        return layer.input
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+
+
+def flatten_layout(dense: Any) -> FeatureMap | None:
+    """The feature map a Dense layer reads through a Flatten, when its rows must be re-ordered."""
+    tensor = _input_of(dense)
+    op = _producer(tensor)
+    while op is not None and type(op).__name__ in _PASSTHROUGH:
+        tensor = _input_of(op)
+        op = _producer(tensor)
+    if op is None or type(op).__name__ != "Flatten":
+        return None
+    flatten = op
+    source = _input_of(flatten)
+    if source is None or len(source.shape) <= 2:
+        return None
+    dims = [int(d) for d in source.shape[1:]]
+    spatial = ["D", "H", "W"][3 - (len(dims) - 1):] if len(dims) <= 4 else [f"S{i}" for i in range(len(dims) - 1)]
+    channels_last = (*spatial, "C")
+    labels = _layout_of(source, channels_last)
+    if labels is None:
+        return None
+    sizes = dict(zip(labels, dims, strict=True))
+    if getattr(flatten, "data_format", "channels_last") == "channels_first":
+        labels = (*labels[1:], labels[0])     # Keras moves axis 1 last before flattening
+    torch_axes = ("C", *spatial)
+    if labels == torch_axes:
+        return None
+    return FeatureMap(torch_axes, labels, sizes)
+
+
+def _layout_of(tensor: Any, channels_last: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Axis labels of a feature map, or None when it is not an image-like, channels-first-in-torch map."""
+    op = _producer(tensor)
+    while op is not None and type(op).__name__ in _PASSTHROUGH:
+        tensor = _input_of(op)
+        op = _producer(tensor)
+    if op is None:
+        return None
+    name = type(op).__name__
+    if name == "InputLayer":
+        return channels_last if len(tensor.shape) >= 4 else None
+    if name == "Permute":
+        inner = _layout_of(_input_of(op), channels_last)
+        if inner is None:
+            return None
+        return tuple(inner[d - 1] for d in op.dims)
+    if name.startswith(_SPATIAL_PREFIXES):
+        if getattr(op, "data_format", "channels_last") == "channels_first":
+            return (channels_last[-1], *channels_last[:-1])
+        return channels_last
+    return None

@@ -1,0 +1,90 @@
+"""Weight rules: how one framework's weights become the other's, layer by layer.
+
+A :class:`WeightRule` moves one tensor; it is a layout rule (a pure function and its exact
+inverse) or a plain copy. A :class:`Converter` says which PyTorch modules correspond to which
+Keras layers and lists the rules for a given pair. Converters are declared by the family
+modules next to the layers they build; :mod:`conformance.transfer` applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .layout import Layout
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """Move the torch tensor ``torch`` (a state_dict key) to the Keras variable ``keras``."""
+
+    torch: str
+    keras: str
+    layout: Layout | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    optional: bool = False          # e.g. bias: absent on both sides is fine, on one side is not
+    note: str = ""                  # why the rule is what it is, shown in the mapping
+
+    def to_keras(self, array: np.ndarray) -> np.ndarray:
+        return array if self.layout is None else self.layout.apply(array, **self.sizes)
+
+    def to_torch(self, array: np.ndarray) -> np.ndarray:
+        return array if self.layout is None else self.layout.invert(array, **self.sizes)
+
+    def describe(self) -> str:
+        text = "copy" if self.layout is None else str(self.layout)
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class Converter:
+    """Which torch modules pair with which Keras layers, and their weight rules.
+
+    ``rules(module, layer)`` returns the rules for one concrete pair; it may read the layer's
+    configuration and the feature-map shape before it. ``check(module, layer)`` returns a
+    sentence when the two are configured so that outputs would differ even with identical
+    weights (BatchNorm eps, say), and ``None`` when they agree.
+    """
+
+    name: str
+    torch_types: tuple[str, ...]
+    keras_types: tuple[str, ...]
+    rules: Callable[[Any, Any], list[WeightRule]]
+    check: Callable[[Any, Any], str | None] | None = None
+    ignore_torch: tuple[str, ...] = ()   # state_dict keys that Keras has no place for
+
+    def matches(self, module: Any, layer: Any) -> bool:
+        return _is_a(module, self.torch_types, "torch") and _is_a(layer, self.keras_types, "keras")
+
+    def claims_torch(self, module: Any) -> bool:
+        return _is_a(module, self.torch_types, "torch")
+
+    def claims_keras(self, layer: Any) -> bool:
+        return _is_a(layer, self.keras_types, "keras")
+
+
+def _is_a(obj: Any, names: tuple[str, ...], package: str) -> bool:
+    """Class-name match along the MRO, so user subclasses of nn.Conv2d still count."""
+    return any(cls.__name__ in names and cls.__module__.startswith(package) for cls in type(obj).__mro__)
+
+
+def spatial_axes(n: int) -> list[str]:
+    return ["D", "H", "W"][3 - n:]
+
+
+def kernel_layout(n: int) -> Layout:
+    """O I *spatial -> *spatial I O, e.g. ``O I H W -> H W I O``."""
+    axes = " ".join(spatial_axes(n))
+    return Layout(f"O I {axes} -> {axes} I O")
+
+
+def depthwise_layout(n: int) -> Layout:
+    """(C M) 1 *spatial -> *spatial C M: torch output channel c*M + m is Keras (c, m)."""
+    axes = " ".join(spatial_axes(n))
+    return Layout(f"(C M) 1 {axes} -> {axes} C M")
+
+
+DENSE = Layout("O I -> I O")

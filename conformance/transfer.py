@@ -1,0 +1,219 @@
+"""Model-level weight transfer between a ``torch.nn.Module`` and a ``keras.Model``, either way.
+
+Both models are reduced to an ordered list of weighted units: torch leaf modules that a
+converter claims (in registration order, which is execution order for ``nn.Sequential`` and for
+the usual hand-written module), and Keras layers (in the model's topological order, nested
+models included). Units are paired by position. Every destination array is computed and
+checked before anything is written, so a mismatch anywhere leaves the destination untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConversionError
+from .families import converters
+from .rules import Converter, WeightRule
+
+
+@dataclass(frozen=True)
+class MappingRow:
+    """One weight moved: where from, where to, and the rule that moved it."""
+
+    source: str
+    destination: str
+    source_shape: tuple[int, ...]
+    destination_shape: tuple[int, ...]
+    rule: str
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    """What :func:`transfer_weights` did, readable as a table (``print(report)``)."""
+
+    direction: str
+    rows: tuple[MappingRow, ...]
+
+    def __iter__(self) -> Iterator[MappingRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        header = ("source", "destination", "source shape", "dest shape", "rule")
+        table = [header] + [(r.source, r.destination, str(r.source_shape), str(r.destination_shape), r.rule)
+                            for r in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(4)]
+        lines = [f"weight transfer {self.direction}: {len(self.rows)} tensors"]
+        for row in table:
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=False))
+                         + "  " + row[4])
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _TorchUnit:
+    name: str
+    module: Any
+
+
+@dataclass(frozen=True)
+class _KerasUnit:
+    name: str
+    layer: Any
+
+
+def _is_torch(obj: Any) -> bool:
+    return any(c.__module__.startswith("torch.") and c.__name__ == "Module" for c in type(obj).__mro__)
+
+
+def _is_keras(obj: Any) -> bool:
+    return any(c.__module__.startswith("keras") and c.__name__ == "Layer" for c in type(obj).__mro__)
+
+
+def _torch_units(model: Any) -> list[_TorchUnit]:
+    claimed = converters()
+    units: list[_TorchUnit] = []
+
+    def walk(module: Any, name: str) -> None:
+        if any(c.claims_torch(module) for c in claimed):
+            units.append(_TorchUnit(name or type(module).__name__, module))
+            return
+        own = [k for k, v in module._parameters.items() if v is not None]
+        if own:
+            raise ConversionError(f"torch module {name or '<root>'} ({type(module).__name__}) has weights "
+                                  f"{own} but no converter knows this layer type")
+        for child_name, child in module.named_children():
+            walk(child, f"{name}.{child_name}" if name else child_name)
+
+    walk(model, "")
+    return units
+
+
+def _keras_units(model: Any) -> list[_KerasUnit]:
+    claimed = converters()
+    units: list[_KerasUnit] = []
+
+    def walk(layer: Any) -> None:
+        if any(c.claims_keras(layer) for c in claimed):
+            units.append(_KerasUnit(layer.name, layer))
+            return
+        children = getattr(layer, "layers", None)
+        if children is not None:   # a Sequential or functional model, the root or nested
+            for child in children:
+                walk(child)
+            return
+        if layer.weights:
+            raise ConversionError(f"keras layer {layer.name} ({type(layer).__name__}) has weights "
+                                  f"{[v.name for v in layer.weights]} but no converter knows this layer type")
+
+    walk(model)
+    return units
+
+
+def _keras_variables(layer: Any) -> dict[str, Any]:
+    prefix = f"{layer.path}/"
+    return {(v.path[len(prefix):] if v.path.startswith(prefix) else v.name): v for v in layer.weights}
+
+
+def _describe(unit: _TorchUnit | _KerasUnit) -> str:
+    obj = unit.module if isinstance(unit, _TorchUnit) else unit.layer
+    side = "torch" if isinstance(unit, _TorchUnit) else "keras"
+    return f"{side} {type(obj).__name__} '{unit.name}'"
+
+
+def _converter_for(t: _TorchUnit, k: _KerasUnit, index: int) -> Converter:
+    for converter in converters():
+        if converter.matches(t.module, k.layer):
+            return converter
+    raise ConversionError(f"layer pair #{index + 1}: {_describe(t)} does not correspond to {_describe(k)}")
+
+
+def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any, np.ndarray, MappingRow]]:
+    """Every write the transfer will make, computed and checked before any is made."""
+    t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
+    writes: list[tuple[Any, np.ndarray, MappingRow]] = []
+    for index, (t, k) in enumerate(zip(t_units, k_units, strict=False)):
+        converter = _converter_for(t, k, index)
+        where = f"layer pair #{index + 1} ({_describe(t)} <-> {_describe(k)})"
+        if converter.check is not None:
+            problem = converter.check(t.module, k.layer)
+            if problem:
+                raise ConversionError(f"{where}: configured differently: {problem}")
+        tensors = dict(t.module.state_dict(keep_vars=True))
+        variables = _keras_variables(k.layer)
+        if not variables:
+            raise ConversionError(f"{where}: the Keras layer has no weights yet; build the model "
+                                  "(keras.Input, or call it once) before transferring")
+        rules = converter.rules(t.module, k.layer)
+        for rule in rules:
+            writes.extend(_plan_rule(rule, t.name, k.name, tensors, variables, to_keras, where))
+        left_torch = set(tensors) - {r.torch for r in rules} - set(converter.ignore_torch)
+        left_keras = set(variables) - {r.keras for r in rules}
+        if left_torch or left_keras:
+            raise ConversionError(f"{where}: weights with no rule: torch {sorted(left_torch)}, "
+                                  f"keras {sorted(left_keras)}")
+    if len(t_units) != len(k_units):
+        index = min(len(t_units), len(k_units))
+        extra = t_units[index] if len(t_units) > index else k_units[index]
+        raise ConversionError(f"layer pair #{index + 1}: {_describe(extra)} has no counterpart: the torch model "
+                              f"has {len(t_units)} weighted layers and the keras model {len(k_units)}")
+    return writes
+
+
+def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, Any], variables: dict[str, Any],
+               to_keras: bool, where: str) -> list[tuple[Any, np.ndarray, MappingRow]]:
+    tensor, variable = tensors.get(rule.torch), variables.get(rule.keras)
+    if tensor is None and variable is None and rule.optional:
+        return []
+    if tensor is None or variable is None:
+        have, lack = ("torch", "keras") if tensor is not None else ("keras", "torch")
+        name = rule.torch if tensor is not None else rule.keras
+        raise ConversionError(f"{where}: {have} has '{name}' but {lack} has no "
+                              f"'{rule.keras if tensor is not None else rule.torch}' (bias or affine settings differ)")
+    t_shape, k_shape = tuple(tensor.shape), tuple(variable.shape)
+    t_label, k_label = f"{t_name}.{rule.torch}", f"{k_name}/{rule.keras}"
+    try:
+        if to_keras:
+            value = rule.to_keras(tensor.detach().cpu().numpy())
+            target_shape, row = k_shape, MappingRow(t_label, k_label, t_shape, k_shape, rule.describe())
+        else:
+            value = rule.to_torch(np.asarray(variable.numpy()))
+            target_shape, row = t_shape, MappingRow(k_label, t_label, k_shape, t_shape, rule.describe())
+    except ValueError as exc:
+        raise ConversionError(f"{where}: {rule.torch} {t_shape} and {rule.keras} {k_shape} do not fit "
+                              f"the rule {rule.describe()}: {exc}") from None
+    if tuple(value.shape) != target_shape:
+        raise ConversionError(f"{where}: {rule.torch} {t_shape} becomes {tuple(value.shape)} under "
+                              f"{rule.describe()}, but {rule.keras} is {k_shape}")
+    return [(variable if to_keras else tensor, value, row)]
+
+
+def transfer_weights(src: Any, dst: Any) -> TransferReport:
+    """Copy every weight of ``src`` into ``dst``: a torch module into a Keras model, or back.
+
+    Returns the mapping that was applied. Raises :class:`ConversionError`, naming the first
+    layer pair that differs, when the models do not correspond; ``dst`` is then unchanged.
+    """
+    if _is_torch(src) and _is_keras(dst):
+        torch_model, keras_model, to_keras = src, dst, True
+    elif _is_keras(src) and _is_torch(dst):
+        torch_model, keras_model, to_keras = dst, src, False
+    else:
+        raise ConversionError(f"transfer_weights needs one torch.nn.Module and one keras.Model, got "
+                              f"{type(src).__name__} and {type(dst).__name__}")
+    writes = _plan(torch_model, keras_model, to_keras)
+    if to_keras:
+        for variable, value, _ in writes:
+            variable.assign(value.astype(variable.dtype, copy=False))
+    else:
+        import torch
+        with torch.no_grad():
+            for tensor, value, _ in writes:
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    return TransferReport("torch->keras" if to_keras else "keras->torch", tuple(row for _, _, row in writes))
