@@ -21,7 +21,7 @@ from .base import (Family, Param, Params, Tolerance, boolean, choice, integer, i
 
 def _params(n: int) -> dict[str, Param]:
     return {
-        "in_channels": Param(integer(1), abbrev="c"),
+        "in_channels": Param(integer(1), abbrev=None),
         "out_channels": Param(integer(1), abbrev="o"),
         "kernel_size": Param(ints(n, 1), abbrev="k"),
         "stride": Param(ints(n, 1), default=(1,) * n, abbrev="s"),
@@ -29,7 +29,7 @@ def _params(n: int) -> dict[str, Param]:
         "dilation": Param(ints(n, 1), default=(1,) * n, abbrev="d"),
         "groups": Param(integer(1), default=1, abbrev="g"),
         "bias": Param(boolean, default=True, abbrev="bias"),
-        "padding_mode": Param(choice("zeros"), default="zeros", abbrev="pm"),
+        "padding_mode": Param(choice("zeros"), default="zeros", abbrev=None),
         "input_shape": Param(shape(rank=n + 1), abbrev="in"),
     }
 

@@ -33,7 +33,7 @@ def _build_keras(p: Params, x: Any) -> Any:
 FAMILIES = [Family(
     name="linear", torch_class="Linear",
     params={
-        "in_features": Param(integer(1), abbrev="i"),
+        "in_features": Param(integer(1), abbrev=None),
         "out_features": Param(integer(1), abbrev="o"),
         "bias": Param(boolean, default=True, abbrev="bias"),
         "input_shape": Param(shape(min_rank=1), abbrev="in"),

@@ -53,18 +53,19 @@ def _family(n: int) -> Family:
     return Family(
         name=f"batch_norm{n}d", torch_class=f"BatchNorm{n}d", channels_first=True,
         params={
-            "num_features": Param(integer(1), abbrev="c"),
+            "num_features": Param(integer(1), abbrev=None),
             "eps": Param(real(0.0, exclusive=True), default=1e-5, abbrev="eps"),
             "momentum": Param(real(0.0), default=0.1, abbrev="m"),
             "affine": Param(boolean, default=True, abbrev="affine"),
             # Without running statistics torch normalises with batch statistics even in eval mode.
-            "track_running_stats": Param(choice(True), default=True, abbrev="trs"),
+            "track_running_stats": Param(choice(True), default=True, abbrev=None),
             "input_shape": Param(shape(), abbrev="in"),
         },
         build_torch=_build_torch(n), build_keras=_build_keras, check=_check(n), reference=_reference,
         tolerance=lambda p: Tolerance(1e-5, 1e-4, "per-element affine map after normalisation"),
-        weight_layouts={"weight": "copy -> gamma", "bias": "copy -> beta",
-                        "running_mean": "copy -> moving_mean", "running_var": "copy -> moving_variance"},
+        # Same shape on both sides; only the names change (weight -> gamma, bias -> beta,
+        # running_mean -> moving_mean, running_var -> moving_variance).
+        weight_layouts={name: "C -> C" for name in ("weight", "bias", "running_mean", "running_var")},
     )
 
 

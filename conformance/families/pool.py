@@ -125,10 +125,10 @@ def _pool_params(n: int, kind: str) -> dict[str, Param]:
     }
     if kind == "max":
         params["dilation"] = Param(ints(n, 1), default=(1,) * n, abbrev="d")
-        params["return_indices"] = Param(choice(False), default=False, abbrev="ri")
+        params["return_indices"] = Param(choice(False), default=False, abbrev=None)
     else:
         params["count_include_pad"] = Param(boolean, default=True, abbrev="cip")
-        params["divisor_override"] = Param(optional(choice()), default=None, abbrev="div")
+        params["divisor_override"] = Param(optional(choice()), default=None, abbrev=None)
     params["input_shape"] = Param(shape(rank=n + 1), abbrev="in")
     return params
 

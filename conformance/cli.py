@@ -1,0 +1,131 @@
+"""The ``conformance`` command line: run the catalogue, render a report, diff two runs.
+
+Heavy imports (torch, tensorflow) happen only inside the commands that need them, so
+``conformance --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _selected(case_id: str, family: str, expressions: Sequence[str]) -> bool:
+    """A case matches an expression when it is its family, a substring of its id, or a glob over it."""
+    for expression in expressions:
+        if expression == family or expression in case_id:
+            return True
+        if any(ch in expression for ch in "*?"):
+            pattern = re.escape(expression).replace(r"\*", ".*").replace(r"\?", ".")
+            if re.fullmatch(pattern, case_id):
+                return True
+    return False
+
+
+def _progress(done: int, total: int, result: Any, started: float) -> None:
+    mark = {"passed": ".", "divergence": "x", "xpass": "X", "failed": "F", "error": "E", "skipped": "s"}
+    sys.stdout.write(mark.get(result.outcome, "?"))
+    if done % 60 == 0 or done == total:
+        sys.stdout.write(f" [{done}/{total}, {time.perf_counter() - started:.0f}s]\n")
+    sys.stdout.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .cases import DIRECTIONS, load_catalogue
+    catalogue = load_catalogue(args.cases)
+    for error in catalogue.errors:
+        print(f"error: {error}", file=sys.stderr)
+    expressions = [e.strip() for e in (args.select or "").split(",") if e.strip()]
+    cases = [c for c in catalogue.cases
+             if (not expressions or _selected(c.id, c.family, expressions)) and (args.extended or c.tier == "default"
+                                                                                 or expressions)]
+    if not cases and not catalogue.errors:
+        print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)
+        return EXIT_USAGE
+    import conformance  # noqa: F401  (imports torch before tensorflow)
+    from . import results as results_file
+    from .runner import run_case
+    total = len(cases) * len(DIRECTIONS)
+    print(f"conformance: {len(cases)} cases x {len(DIRECTIONS)} directions from {args.cases}")
+    started = time.perf_counter()
+    outcomes = []
+    for case in cases:
+        for direction in DIRECTIONS:
+            result = run_case(case, direction)
+            outcomes.append(result)
+            _progress(len(outcomes), total, result, started)
+    bad = [r for r in outcomes if not r.ok]
+    for result in bad:
+        print("\n" + result.explain())
+    document = results_file.build([r.to_json() for r in outcomes], results_file.divergence_records(cases),
+                                  [{"file": e.file, "case": e.case, "field": e.field, "message": e.detail}
+                                   for e in catalogue.errors])
+    output = Path(args.output)
+    results_path = results_file.write(document, output / "results.json")
+    from .report import render
+    report_path = output / "report.html"
+    report_path.write_text(render(document), encoding="utf-8")
+    summary = document["summary"]
+    print("\n" + ", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "xpass", "error",
+                                                         "skipped") if summary[k]) +
+          f" in {time.perf_counter() - started:.1f}s")
+    print(f"results: {results_path}\nreport:  {report_path}")
+    return EXIT_FAILED if bad or catalogue.errors else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import results as results_file
+    from .report import render
+    try:
+        document = results_file.load(args.results)
+        baseline = results_file.load(args.baseline) if args.baseline else None
+    except results_file.ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    output = Path(args.output or Path(args.results).with_name("report.html"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render(document, baseline=baseline), encoding="utf-8")
+    print(f"report: {output}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conformance",
+        description="Cross-framework conformance suite for PyTorch and Keras: paired layers, converted "
+                    "weights, compared outputs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the case catalogue; writes results.json and report.html")
+    run.add_argument("--select", metavar="EXPR",
+                     help="comma-separated: a family name, a substring of a case id, or a glob (conv2d*s2*)")
+    run.add_argument("--cases", metavar="DIR", default="cases", help="the case catalogue (default: cases)")
+    run.add_argument("--output", metavar="DIR", default="reports/latest",
+                     help="where results.json and report.html go (default: reports/latest)")
+    run.add_argument("--extended", action="store_true", help="also run the cases of the extended tier")
+    run.set_defaults(func=cmd_run)
+    report = sub.add_parser("report", help="render report.html from a results.json")
+    report.add_argument("results", metavar="RESULTS.json")
+    report.add_argument("-o", "--output", metavar="report.html")
+    report.add_argument("--baseline", metavar="BASELINE.json", help="show regressions against this run")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

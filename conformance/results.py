@@ -1,0 +1,128 @@
+"""``results.json``: the versioned record of a run, written by the CLI and by pytest alike.
+
+Top level: ``schema``, ``schema_version``, ``created``, ``environment``, ``summary``,
+``divergences`` (the recorded known divergences), ``errors`` (case files that did not load)
+and ``cases`` (one entry per concrete case and direction; see :class:`runner.CaseResult`).
+Reports and the upgrade gate read only this file, never torch or keras.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "conformance-results"
+SCHEMA_VERSION = 1
+OUTCOMES = ("passed", "failed", "divergence", "xpass", "skipped", "error")
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """Versions, platform and devices. Imports torch and keras, which a run has loaded anyway."""
+    import numpy
+    import torch  # torch before tensorflow
+    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                           "numpy": numpy.__version__}
+    try:
+        import keras
+        import tensorflow as tf
+        env["tensorflow"], env["keras"] = tf.__version__, keras.__version__
+        env["keras_backend"] = keras.backend.backend()
+    except ImportError:
+        env["tensorflow"], env["keras"] = None, None
+    env["platform"] = f"{platform.system()} {platform.release()} {platform.machine()}"
+    devices = [f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    env["devices"] = devices
+    env["device"] = devices[-1] if len(devices) > 1 else devices[0]
+    env["git_revision"] = git_revision()
+    env["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return env
+
+
+def summarise(cases: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(case["outcome"] for case in cases)
+    summary = {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
+    summary["total"] = sum(counts.values())
+    return summary
+
+
+def build(case_results: Sequence[dict[str, Any]], divergences: Sequence[dict[str, Any]] = (),
+          errors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "summary": summarise(case_results),
+        "divergences": list(divergences),
+        "errors": list(errors),
+        "cases": list(case_results),
+    }
+
+
+def write(document: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically: a reader never sees half a file, and a crash never truncates the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be used: missing, not JSON, or not this schema."""
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a JSON file: {exc}") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise ResultsError(f"{path}: not a conformance results file (no \"schema\": \"{SCHEMA}\")")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema_version {version!r}, this tool reads {SCHEMA_VERSION}")
+    cases = document.get("cases")
+    if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "direction", "outcome"} <= set(c)
+                                              for c in cases):
+        raise ResultsError(f"{path}: \"cases\" must be a list of entries with id, direction and outcome")
+    return document
+
+
+def divergence_records(cases: Iterable[Any]) -> list[dict[str, Any]]:
+    """The distinct recorded divergences of the loaded catalogue, for the results file and report."""
+    seen: dict[int, dict[str, Any]] = {}
+    for case in cases:
+        for record in case.divergences:
+            if id(record) not in seen:
+                seen[id(record)] = {"family": case.family, "file": case.file,
+                                    "when": {k: list(v) for k, v in record.when.items()},
+                                    "direction": record.direction, "versions": dict(record.versions),
+                                    "reason": record.reason, "link": record.link}
+    return list(seen.values())

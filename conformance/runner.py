@@ -1,0 +1,228 @@
+"""One case, one direction, end to end: build, randomise, transfer, run, compare, judge.
+
+The outcome is one of ``passed``, ``failed``, ``divergence`` (a recorded known divergence that
+still diverges), ``xpass`` (a recorded divergence that no longer diverges: the record is stale
+and the run fails until it is updated), ``skipped`` and ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cases import Case, Divergence
+from .errors import CaseError, ConformanceError, UnsupportedError
+
+OUTCOMES = ("passed", "failed", "divergence", "xpass", "skipped", "error")
+
+
+@dataclass
+class CaseResult:
+    """Everything the results file records about one case in one direction."""
+
+    id: str
+    family: str
+    direction: str
+    params: dict[str, Any]
+    outcome: str
+    seed: int
+    file: str = ""
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    allowed_error: float | None = None
+    headroom: float | None = None
+    tolerance: dict[str, Any] | None = None
+    reference_error: dict[str, float] | None = None     # each framework's distance to the float64 reference
+    worst: dict[str, Any] | None = None                 # index and both values at the worst element
+    mapping: list[dict[str, Any]] = field(default_factory=list)
+    divergence: dict[str, Any] | None = None
+    message: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    tier: str = "default"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("passed", "divergence", "skipped")
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    def reproducer(self) -> str:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return (f'conformance run --select "{self.id}"\n'
+                f'pytest "{self.file}::{self.id}::{self.direction}"\n'
+                f'python: import conformance; pair = conformance.build_pair("{self.family}", {kwargs})')
+
+    def explain(self) -> str:
+        """The failure message: what differs, where, by how much, which side moved, how to reproduce."""
+        lines = [f"{self.id} {self.direction}: {self.outcome.upper()}"]
+        if self.message:
+            lines.append(f"  {self.message}")
+        if self.max_abs_error is not None and self.worst:
+            lines.append(f"  max abs error {self.max_abs_error:.4g}, max rel error {self.max_rel_error:.4g}; "
+                         f"allowed {self.allowed_error:.4g} at the worst element; headroom {self.headroom:.4g} "
+                         f"(observed/allowed, > 1 fails)")
+            lines.append(f"  worst at index {tuple(self.worst['index'])}: torch {self.worst['torch']!r}, "
+                         f"keras {self.worst['keras']!r}")
+        if self.reference_error:
+            lines.append(f"  float64 reference distance: torch {self.reference_error['torch']:.3g}, "
+                         f"keras {self.reference_error['keras']:.3g} -> {_who_moved(self.reference_error)}")
+        if self.tolerance:
+            lines.append(f"  tolerance: atol {self.tolerance['atol']:.3g}, rtol {self.tolerance['rtol']:.3g} "
+                         f"({self.tolerance['reason']})")
+        if self.divergence:
+            lines.append(f"  recorded divergence: {self.divergence['reason']}")
+        lines.append(f"  params: {json.dumps(_jsonable(self.params))}")
+        lines.append(f"  seed: {self.seed}   file: {self.file}")
+        lines.append("  reproduce:\n    " + self.reproducer().replace("\n", "\n    "))
+        return "\n".join(lines)
+
+
+def _who_moved(distances: dict[str, float]) -> str:
+    t, k = distances["torch"], distances["keras"]
+    if max(t, k) < 1e-4:
+        return "both agree with the reference"
+    if k > 10 * t:
+        return "keras differs from the reference"
+    if t > 10 * k:
+        return "torch differs from the reference"
+    return "both differ from the reference"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+# Building Keras models dominates the run time, and both directions of a case use the same pair.
+_PAIRS: OrderedDict[str, Any] = OrderedDict()
+
+
+def _pair_for(case: Case) -> Any:
+    from .pair import build_pair
+    if case.id not in _PAIRS:
+        _PAIRS[case.id] = build_pair(case.family, **case.params)
+        while len(_PAIRS) > 4:
+            _PAIRS.popitem(last=False)
+    return _PAIRS[case.id]
+
+
+def installed_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    versions = {}
+    for package, dist in (("torch", "torch"), ("tensorflow", "tensorflow-cpu"), ("keras", "keras")):
+        for name in (dist, "tensorflow") if package == "tensorflow" else (dist,):
+            try:
+                versions[package] = md.version(name)
+                break
+            except md.PackageNotFoundError:
+                continue
+    return versions
+
+
+def run_case(case: Case, direction: str) -> CaseResult:
+    """Run one case in one direction and judge it. Never raises for a problem with the case."""
+    result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
+                        tier=case.tier)
+    record = case.divergence_for(direction)
+    if record is not None and not record.applies_to(installed_versions()):
+        record = None
+    if record is not None:
+        result.divergence = {"reason": record.reason, "link": record.link, "direction": record.direction,
+                             "versions": dict(record.versions)}
+    started = time.perf_counter()
+    try:
+        _run(case, direction, result)
+    except UnsupportedError as exc:
+        result.outcome = "divergence" if record else "error"
+        result.message = f"Keras cannot express this configuration: {exc}" + (
+            "" if record else "\n  (if this is a real framework difference, record it as a [[divergence]])")
+    except ConformanceError as exc:
+        result.outcome, result.message = "error", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a crash inside torch or keras must not stop the run
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        result.outcome, result.message = "error", f"{type(exc).__name__}: {exc}{where}"
+    else:
+        passed = result.headroom is not None and result.headroom <= 1.0 and not result.message
+        if record is None:
+            result.outcome = "passed" if passed else "failed"
+        else:
+            result.outcome = "xpass" if passed else "divergence"
+            if passed:
+                result.message = ("recorded divergence no longer diverges: the frameworks now agree. "
+                                  f"Remove or narrow the [[divergence]] record in {case.file}")
+    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _run(case: Case, direction: str, result: CaseResult) -> None:
+    from .compare import compare
+    from .pair import randomize_keras, randomize_torch
+    from .transfer import transfer_weights
+
+    clock = time.perf_counter()
+    pair = _pair_for(case)
+    result.timings["build"] = time.perf_counter() - clock
+    weight_seed = case.seed + (1 if direction == "torch->keras" else 2)
+    if direction == "torch->keras":
+        randomize_torch(pair.torch, weight_seed)
+        source, destination = pair.torch, pair.keras
+    else:
+        randomize_keras(pair.keras, weight_seed)
+        source, destination = pair.keras, pair.torch
+    clock = time.perf_counter()
+    mapping = transfer_weights(source, destination)
+    result.timings["transfer"] = time.perf_counter() - clock
+    result.mapping = [asdict(row) for row in mapping]
+
+    tolerance = case.tolerance or pair.family.tolerance(pair.params)
+    x = pair.sample_input(case.seed, case.batch)
+    clock = time.perf_counter()
+    comparison = compare(pair.torch, pair.keras, x, tolerance=tolerance, channels_last=pair.channels_last)
+    result.timings["compare"] = time.perf_counter() - clock
+    result.tolerance = {"atol": tolerance.atol, "rtol": tolerance.rtol, "reason": tolerance.reason}
+    result.max_abs_error, result.max_rel_error = comparison.max_abs_error, comparison.max_rel_error
+    result.allowed_error, result.headroom = comparison.allowed_error, comparison.headroom
+    if comparison.worst_index is not None:
+        result.worst = {"index": list(comparison.worst_index), "torch": comparison.torch_value,
+                        "keras": comparison.keras_value}
+    if comparison.problem:
+        result.message = comparison.problem
+        return
+    if pair.family.reference is not None:
+        weights = {k: v.detach().double().numpy() for k, v in pair.torch.state_dict().items()
+                   if v.is_floating_point()}
+        expected = pair.family.reference(x.astype(np.float64), weights, pair.params)
+        result.reference_error = {
+            "torch": _distance(comparison.torch_output, expected),
+            "keras": _distance(comparison.keras_output, expected),
+        }
+
+
+def _distance(actual: Any, expected: np.ndarray) -> float:
+    a = np.asarray(actual, dtype=np.float64)
+    if a.shape != expected.shape:
+        return math.inf
+    finite = np.isfinite(expected) & np.isfinite(a)
+    mismatch = (~finite) & (a != expected)
+    if mismatch.any():
+        return math.inf
+    return float(np.abs(a[finite] - expected[finite]).max()) if finite.any() else 0.0
+
+
+__all__ = ["OUTCOMES", "CaseError", "CaseResult", "Divergence", "installed_versions", "run_case"]
