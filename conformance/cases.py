@@ -276,7 +276,7 @@ def load_file(path: str | Path) -> list[Case]:
                 normalised = family.normalise(params)
             except CaseError as exc:
                 hint = ""
-                if exc.field == "input_shape":
+                if exc.field == "input_shape" and "expected a list of sizes" in exc.detail:
                     hint = " (grid values are lists of alternatives: write input_shape = [[4, 16, 16]])"
                 raise CaseError(exc.detail + hint, file=file, case=label, field=exc.field) from None
             cid = case_id(family, normalised)

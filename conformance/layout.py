@@ -98,6 +98,14 @@ class Layout:
     def __str__(self) -> str:
         return self.text
 
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        return tuple(n for axis in self._sides[0] for n in axis)
+
+    def source_shape(self, **sizes: int) -> tuple[int, ...]:
+        """The left side's shape for the given elementary axis sizes."""
+        return tuple(math.prod(sizes[n] for n in axis) for axis in self._sides[0])
+
     def apply(self, array: np.ndarray, **sizes: int) -> np.ndarray:
         """Rearrange ``array`` from the left side's layout to the right side's.
 

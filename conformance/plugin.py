@@ -19,6 +19,7 @@ from .errors import CaseError
 
 _RESULTS_KEY = pytest.StashKey[list]()
 _CASES_KEY = pytest.StashKey[dict]()
+_ERRORS_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,6 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RESULTS_KEY] = []
     config.stash[_CASES_KEY] = {}
+    config.stash[_ERRORS_KEY] = []
     config.addinivalue_line("markers", "catalogue: a concrete case from cases/*.toml")
     config.addinivalue_line("markers", "extended: slow cases, excluded from the default run")
 
@@ -42,14 +44,32 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 class CaseFile(pytest.File):
     def collect(self) -> Any:
-        for case in load_file(self.path):
+        try:
+            cases = load_file(self.path)
+        except CaseError as exc:
+            # One failing item rather than a collection error, which would stop the whole session.
+            yield InvalidCaseFile.from_parent(self, name="invalid-case-file", error=exc)
+            return
+        for case in cases:
             self.config.stash[_CASES_KEY][case.id] = case
             yield CaseNode.from_parent(self, name=case.id, case=case)
 
+
+class InvalidCaseFile(pytest.Item):
+    def __init__(self, *, error: CaseError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        e = self.error
+        self.config.stash[_ERRORS_KEY].append({"file": e.file, "case": e.case, "field": e.field, "message": e.detail})
+        raise e
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CaseError):
-            return f"invalid case file: {excinfo.value}"
-        return super().repr_failure(excinfo)
+        return f"invalid case file: {self.error}"
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"invalid case file {self.path.name}"
 
 
 class CaseNode(pytest.Collector):
@@ -100,12 +120,13 @@ class CaseItem(pytest.Item):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = session.config.stash.get(_RESULTS_KEY, [])
+    errors = session.config.stash.get(_ERRORS_KEY, [])
     target = session.config.getoption("--conformance-results")
-    if not results or not target or hasattr(session.config, "workerinput"):
+    if not (results or errors) or not target or hasattr(session.config, "workerinput"):
         return
     from . import results as results_file
     cases = session.config.stash.get(_CASES_KEY, {}).values()
-    document = results_file.build(results, results_file.divergence_records(cases))
+    document = results_file.build(results, results_file.divergence_records(cases), errors)
     path = results_file.write(document, Path(session.config.rootpath, target))
     session.config.stash[_RESULTS_KEY] = []
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
