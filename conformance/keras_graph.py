@@ -52,13 +52,49 @@ def _input_of(layer: Any) -> Any:
         return None
 
 
-def flatten_layout(dense: Any) -> FeatureMap | None:
-    """The feature map a Dense layer reads through a Flatten, when its rows must be re-ordered."""
-    tensor = _input_of(dense)
+def nested_inputs(model: Any) -> dict[int, Any]:
+    """For every model nested in ``model``: its InputLayer (by id) -> the outer tensor fed to it.
+
+    A walk back through the graph that reaches a nested model's input continues outside it.
+    """
+    links: dict[int, Any] = {}
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "layers", None) is None:
+            continue
+        links.update(nested_inputs(layer))
+        try:
+            inner = list(layer.inputs)
+            outer = list(layer._inbound_nodes[0].input_tensors)
+        except (AttributeError, IndexError, ValueError, TypeError):
+            continue
+        for inner_tensor, outer_tensor in zip(inner, outer, strict=False):
+            op = _producer(inner_tensor)
+            if op is not None:
+                links[id(op)] = outer_tensor
+    return links
+
+
+def _walk_back(tensor: Any, links: dict[int, Any]) -> tuple[Any, Any]:
+    """From ``tensor``, skip layers that keep the layout and nested-model boundaries."""
     op = _producer(tensor)
-    while op is not None and type(op).__name__ in _PASSTHROUGH:
-        tensor = _input_of(op)
+    while op is not None:
+        if type(op).__name__ in _PASSTHROUGH:
+            tensor = _input_of(op)
+        elif type(op).__name__ == "InputLayer" and id(op) in links:
+            tensor = links[id(op)]
+        else:
+            break
         op = _producer(tensor)
+    return tensor, op
+
+
+def flatten_layout(dense: Any, links: dict[int, Any] | None = None) -> FeatureMap | None:
+    """The feature map a Dense layer reads through a Flatten, when its rows must be re-ordered.
+
+    ``links`` comes from :func:`nested_inputs` of the outermost model.
+    """
+    links = links or {}
+    tensor, op = _walk_back(_input_of(dense), links)
     if op is None or type(op).__name__ != "Flatten":
         return None
     flatten = op
@@ -68,7 +104,7 @@ def flatten_layout(dense: Any) -> FeatureMap | None:
     dims = [int(d) for d in source.shape[1:]]
     spatial = ["D", "H", "W"][3 - (len(dims) - 1):] if len(dims) <= 4 else [f"S{i}" for i in range(len(dims) - 1)]
     channels_last = (*spatial, "C")
-    labels = _layout_of(source, channels_last)
+    labels = _layout_of(source, channels_last, links)
     if labels is None:
         return None
     sizes = dict(zip(labels, dims, strict=True))
@@ -80,19 +116,16 @@ def flatten_layout(dense: Any) -> FeatureMap | None:
     return FeatureMap(torch_axes, labels, sizes)
 
 
-def _layout_of(tensor: Any, channels_last: tuple[str, ...]) -> tuple[str, ...] | None:
+def _layout_of(tensor: Any, channels_last: tuple[str, ...], links: dict[int, Any]) -> tuple[str, ...] | None:
     """Axis labels of a feature map, or None when it is not an image-like, channels-first-in-torch map."""
-    op = _producer(tensor)
-    while op is not None and type(op).__name__ in _PASSTHROUGH:
-        tensor = _input_of(op)
-        op = _producer(tensor)
+    tensor, op = _walk_back(tensor, links)
     if op is None:
         return None
     name = type(op).__name__
     if name == "InputLayer":
         return channels_last if len(tensor.shape) >= 4 else None
     if name == "Permute":
-        inner = _layout_of(_input_of(op), channels_last)
+        inner = _layout_of(_input_of(op), channels_last, links)
         if inner is None:
             return None
         return tuple(inner[d - 1] for d in op.dims)

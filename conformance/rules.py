@@ -40,11 +40,18 @@ class WeightRule:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What a rule may need beyond the layer pair: links across nested Keras models."""
+
+    keras_links: Mapping[int, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Converter:
     """Which torch modules pair with which Keras layers, and their weight rules.
 
-    ``rules(module, layer)`` returns the rules for one concrete pair; it may read the layer's
-    configuration and the feature-map shape before it. ``check(module, layer)`` returns a
+    ``rules(module, layer, context)`` returns the rules for one concrete pair; it may read the
+    layer's configuration and the feature-map shape before it. ``check(module, layer)`` returns a
     sentence when the two are configured so that outputs would differ even with identical
     weights (BatchNorm eps, say), and ``None`` when they agree.
     """
@@ -52,7 +59,7 @@ class Converter:
     name: str
     torch_types: tuple[str, ...]
     keras_types: tuple[str, ...]
-    rules: Callable[[Any, Any], list[WeightRule]]
+    rules: Callable[[Any, Any, Context], list[WeightRule]]
     check: Callable[[Any, Any], str | None] | None = None
     ignore_torch: tuple[str, ...] = ()   # state_dict keys that Keras has no place for
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import ConversionError
 from .families import converters
-from .rules import Converter, WeightRule
+from .keras_graph import nested_inputs
+from .rules import Context, Converter, WeightRule
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def _converter_for(t: _TorchUnit, k: _KerasUnit, index: int) -> Converter:
 def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any, np.ndarray, MappingRow]]:
     """Every write the transfer will make, computed and checked before any is made."""
     t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
+    context = Context(keras_links=nested_inputs(keras_model))
     writes: list[tuple[Any, np.ndarray, MappingRow]] = []
     for index, (t, k) in enumerate(zip(t_units, k_units, strict=False)):
         converter = _converter_for(t, k, index)
@@ -150,7 +152,7 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any,
         if not variables:
             raise ConversionError(f"{where}: the Keras layer has no weights yet; build the model "
                                   "(keras.Input, or call it once) before transferring")
-        rules = converter.rules(t.module, k.layer)
+        rules = converter.rules(t.module, k.layer, context)
         for rule in rules:
             writes.extend(_plan_rule(rule, t.name, k.name, tensors, variables, to_keras, where))
         left_torch = set(tensors) - {r.torch for r in rules} - set(converter.ignore_torch)

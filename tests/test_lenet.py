@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch  # noqa: I001  (torch before keras/tensorflow, always)
+import torch  # before keras/tensorflow, always
 
 import conformance
 from conformance.models import TorchLeNet5, keras_lenet5, naive_transfer
@@ -145,7 +145,8 @@ def test_keras_to_torch_via_saved_file(tmp_path: Path, functional: bool, fmt: st
     mapping = conformance.transfer_weights(loaded, torch_model)
     assert mapping.direction == "keras->torch"
     assert len(mapping) == 10
-    _assert_close(torch_model, loaded, f"keras->torch ({'functional' if functional else 'sequential'}, {fmt})")
+    kind = "functional" if functional else "sequential"
+    _assert_close(torch_model, loaded, f"keras->torch ({kind}, {fmt})")
 
 
 # ---- the naive recipe, and the mapping that explains what it gets wrong
@@ -175,10 +176,10 @@ def test_naive_transfer_fits_shapes_but_computes_something_else(functional: bool
     assert proper.passed, proper.summary()
     assert proper.max_abs_error <= ATOL
     assert not np.array_equal(naive_kernel, np.asarray(fc1.kernel.numpy()))
+    again = _keras_lenet(functional, seed=SEED + 5)
+    naive_transfer(torch_model, again)
     for name in ("conv1", "conv2", "fc2", "fc3"):
         layer = keras_model.get_layer(name)
-        again = _keras_lenet(functional, seed=SEED + 5)
-        naive_transfer(torch_model, again)
         for a, b in zip(layer.get_weights(), again.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
 
@@ -235,7 +236,8 @@ MISMATCHES = [
 
 @pytest.mark.parametrize("functional", VARIANTS)
 @pytest.mark.parametrize(("variant", "expected"), MISMATCHES)
-def test_mismatch_torch_to_keras_leaves_keras_untouched(functional: bool, variant: dict, expected: tuple) -> None:
+def test_mismatch_torch_to_keras_leaves_keras_untouched(functional: bool, variant: dict,
+                                                         expected: tuple) -> None:
     torch_model, keras_model = _torch_lenet(), _keras_variant(functional, **variant)
     before = [w.copy() for w in keras_model.get_weights()]
     with pytest.raises(conformance.ConversionError) as info:
@@ -249,7 +251,8 @@ def test_mismatch_torch_to_keras_leaves_keras_untouched(functional: bool, varian
 
 @pytest.mark.parametrize("functional", VARIANTS)
 @pytest.mark.parametrize(("variant", "expected"), MISMATCHES)
-def test_mismatch_keras_to_torch_leaves_torch_untouched(functional: bool, variant: dict, expected: tuple) -> None:
+def test_mismatch_keras_to_torch_leaves_torch_untouched(functional: bool, variant: dict,
+                                                         expected: tuple) -> None:
     keras_model, torch_model = _keras_variant(functional, **variant), _torch_lenet()
     before = _torch_state(torch_model)
     with pytest.raises(conformance.ConversionError) as info:

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from .. import reference
-from ..rules import Converter, WeightRule, depthwise_layout, kernel_layout
+from ..rules import Context, Converter, WeightRule, depthwise_layout, kernel_layout
 from .base import (Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, padding,
                    shape)
 
@@ -128,12 +128,12 @@ def _bias(module: Any) -> list[WeightRule]:
     return [WeightRule("bias", "bias", optional=True)]
 
 
-def _conv_rules(module: Any, layer: Any) -> list[WeightRule]:
+def _conv_rules(module: Any, layer: Any, context: Context) -> list[WeightRule]:
     n = module.weight.ndim - 2
     return [WeightRule("weight", "kernel", kernel_layout(n)), *_bias(module)]
 
 
-def _depthwise_rules(module: Any, layer: Any) -> list[WeightRule]:
+def _depthwise_rules(module: Any, layer: Any, context: Context) -> list[WeightRule]:
     n = module.weight.ndim - 2
     multiplier = module.out_channels // module.in_channels
     return [WeightRule("weight", "kernel", depthwise_layout(n), sizes={"M": multiplier},

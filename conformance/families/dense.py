@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import reference
 from ..keras_graph import flatten_layout
-from ..rules import DENSE, Converter, WeightRule
+from ..rules import DENSE, Context, Converter, WeightRule
 from .base import Family, Param, Params, Tolerance, boolean, integer, invalid, shape
 
 
@@ -45,9 +45,9 @@ FAMILIES = [Family(
 )]
 
 
-def _rules(module: Any, layer: Any) -> list[WeightRule]:
+def _rules(module: Any, layer: Any, context: Context) -> list[WeightRule]:
     kernel = WeightRule("weight", "kernel", DENSE)
-    feature_map = flatten_layout(layer)
+    feature_map = flatten_layout(layer, dict(context.keras_links))
     if feature_map is not None:
         kernel = WeightRule("weight", "kernel", feature_map.layout, sizes=feature_map.sizes,
                             note=f"rows re-ordered: reads a flattened {feature_map.describe()} feature map")

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from .. import reference
-from ..rules import Converter, WeightRule
+from ..rules import Context, Converter, WeightRule
 from .base import Family, Param, Params, Tolerance, boolean, choice, integer, invalid, real, shape
 
 
@@ -72,7 +72,7 @@ def _family(n: int) -> Family:
 FAMILIES = [_family(1), _family(2), _family(3)]
 
 
-def _rules(module: Any, layer: Any) -> list[WeightRule]:
+def _rules(module: Any, layer: Any, context: Context) -> list[WeightRule]:
     return [WeightRule("weight", "gamma", optional=True), WeightRule("bias", "beta", optional=True),
             WeightRule("running_mean", "moving_mean"), WeightRule("running_var", "moving_variance")]
 

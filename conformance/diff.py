@@ -1,0 +1,161 @@
+"""Compare two results documents: the upgrade gate.
+
+``diff(baseline, candidate)`` keys every entry by ``(id, direction)`` and sorts what changed:
+
+- ``newly_failing``: ``failed`` or ``error`` in the candidate, where the baseline had any other
+  outcome (``passed``, ``divergence``, ``xpass``, ``skipped``), or had no such case at all.
+- ``missing``: in the baseline, absent from the candidate (a deleted case can hide a failure).
+- ``headroom_grew``: passed in both, and the candidate's headroom (observed / allowed error)
+  exceeds ``headroom_factor`` times the baseline's. Many exact cases have a headroom of 0, and
+  tiny headrooms are rounding noise, so the baseline headroom is floored at
+  :data:`HEADROOM_FLOOR` (an error of 1e-3 of the allowed error): with the default factor of 10
+  a case is flagged only once its error exceeds 1% of the allowed error and 10x the baseline.
+- ``stale_divergences``: ``xpass`` in the candidate: a recorded divergence that no longer
+  diverges, so its record must be removed or narrowed.
+
+All four are regressions: the CLI exits 1 when any is non-empty. ``fixed`` (failed or error in
+the baseline, passed now) is reported for information only. Reads only the JSON, never torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+HEADROOM_FLOOR = 1e-3
+FAILING = ("failed", "error")
+_VERSIONS = ("torch", "tensorflow", "keras", "numpy", "python", "device", "git_revision")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One case in one direction that changed between the two runs."""
+
+    id: str
+    direction: str
+    family: str
+    before: str
+    after: str
+    why: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.id, self.direction
+
+    def line(self) -> str:
+        return f"  {self.id} {self.direction}: {self.before} -> {self.after}\n      {self.why}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "direction": self.direction, "family": self.family, "before": self.before,
+                "after": self.after, "why": self.why}
+
+
+@dataclass
+class Diff:
+    newly_failing: list[Change] = field(default_factory=list)
+    missing: list[Change] = field(default_factory=list)
+    headroom_grew: list[Change] = field(default_factory=list)
+    stale_divergences: list[Change] = field(default_factory=list)
+    fixed: list[Change] = field(default_factory=list)
+    headroom_factor: float = 10.0
+    environment: list[str] = field(default_factory=list)   # "torch 2.3.0 -> 2.4.0", what changed
+    compared: int = 0
+
+    SECTIONS = (("newly_failing", "newly failing"), ("missing", "missing from the candidate"),
+                ("headroom_grew", "headroom grew"), ("stale_divergences", "stale divergences (xpass)"))
+
+    @property
+    def regressions(self) -> list[Change]:
+        return self.newly_failing + self.missing + self.headroom_grew + self.stale_divergences
+
+    def __bool__(self) -> bool:
+        return bool(self.regressions)
+
+    def format(self) -> str:
+        lines = [f"compared {self.compared} case results (headroom factor {self.headroom_factor:g}, "
+                 f"floor {HEADROOM_FLOOR:g})"]
+        if self.environment:
+            lines.append("environment: " + "; ".join(self.environment))
+        for name, title in self.SECTIONS:
+            changes = getattr(self, name)
+            if changes:
+                lines.append(f"\n{title} ({len(changes)}):")
+                lines.extend(change.line() for change in changes)
+        if self.fixed:
+            lines.append(f"\nfixed, for information ({len(self.fixed)}):")
+            lines.extend(change.line() for change in self.fixed)
+        count = len(self.regressions)
+        lines.append(f"\n{count} regression{'s' if count != 1 else ''}" if count else "\nno regressions")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: [c.to_json() for c in getattr(self, name)] for name, _ in self.SECTIONS}
+        out.update(fixed=[c.to_json() for c in self.fixed], headroom_factor=self.headroom_factor,
+                   headroom_floor=HEADROOM_FLOOR, environment=self.environment, compared=self.compared)
+        return out
+
+
+def _index(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(case["id"], case["direction"]): case for case in document.get("cases", [])}
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def _state(case: dict[str, Any]) -> str:
+    headroom = case.get("headroom")
+    return case["outcome"] + (f" (headroom {_num(headroom)})" if headroom is not None else "")
+
+
+def _reason(case: dict[str, Any]) -> str:
+    message = (case.get("message") or "").strip().splitlines()
+    if message:
+        return message[0]
+    if case.get("headroom") is not None:
+        return (f"max abs error {_num(case.get('max_abs_error'))} > allowed {_num(case.get('allowed_error'))}"
+                f" (headroom {_num(case['headroom'])})")
+    return "no message recorded"
+
+
+def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: float = 10.0) -> Diff:
+    """What got worse from ``baseline`` to ``candidate``; see the module docstring for the rules."""
+    before, after = _index(baseline), _index(candidate)
+    result = Diff(headroom_factor=headroom_factor, compared=len(after))
+    env_before, env_after = baseline.get("environment") or {}, candidate.get("environment") or {}
+    result.environment = [f"{k} {env_before.get(k)} -> {env_after.get(k)}" for k in _VERSIONS
+                          if env_before.get(k) != env_after.get(k)]
+    for key, new in after.items():
+        old = before.get(key)
+        family = new.get("family", "")
+        if new["outcome"] in FAILING and (old is None or old["outcome"] not in FAILING):
+            was = "absent" if old is None else _state(old)
+            why = ("new case, " if old is None else "") + _reason(new)
+            result.newly_failing.append(Change(*key, family, was, new["outcome"], why))
+        elif old is not None and old["outcome"] in FAILING and new["outcome"] == "passed":
+            result.fixed.append(Change(*key, family, old["outcome"], _state(new), "now within tolerance"))
+        if new["outcome"] == "xpass":
+            reason = (new.get("divergence") or {}).get("reason", "")
+            why = "the recorded divergence no longer diverges; remove or narrow its record in " + \
+                  (new.get("file") or "its case file") + (f" (recorded reason: {reason})" if reason else "")
+            result.stale_divergences.append(Change(*key, family, _state(old) if old else "absent", "xpass", why))
+        if old is not None and old["outcome"] == new["outcome"] == "passed":
+            h_old, h_new = old.get("headroom"), new.get("headroom")
+            if isinstance(h_old, int | float) and isinstance(h_new, int | float):
+                reference = max(float(h_old), HEADROOM_FLOOR)
+                if h_new > headroom_factor * reference:
+                    why = (f"max abs error {_num(old.get('max_abs_error'))} -> {_num(new.get('max_abs_error'))}"
+                           f" (allowed {_num(new.get('allowed_error'))}): headroom x{h_new / reference:.3g}, "
+                           f"over the factor {headroom_factor:g}"
+                           + (f" against the floor {HEADROOM_FLOOR:g}" if h_old < HEADROOM_FLOOR else ""))
+                    result.headroom_grew.append(Change(*key, family, f"headroom {_num(h_old)}",
+                                                       f"headroom {_num(h_new)}", why))
+    for key, old in before.items():
+        if key not in after:
+            result.missing.append(Change(*key, old.get("family", ""), _state(old), "absent",
+                                         "in the baseline but not in the candidate run (deleted, renamed "
+                                         "or not selected)"))
+    return result
+
+
+__all__ = ["HEADROOM_FLOOR", "Change", "Diff", "diff"]
