@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CaseError, ConformanceError, ConversionError, UnsupportedError
 
 if TYPE_CHECKING:
-    from .compare import Comparison, compare
+    from .comparison import Comparison, compare
     from .families.base import Tolerance
     from .pair import Pair, build_pair
     from .transfer import TransferReport, transfer_weights
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_pair": "pair", "Pair": "pair",
     "transfer_weights": "transfer", "TransferReport": "transfer",
-    "compare": "compare", "Comparison": "compare",
+    "compare": "comparison", "Comparison": "comparison",
     "Tolerance": "families.base",
 }
 

@@ -81,7 +81,10 @@ def _walk_back(tensor: Any, links: dict[int, Any]) -> tuple[Any, Any]:
         if type(op).__name__ in _PASSTHROUGH:
             tensor = _input_of(op)
         elif type(op).__name__ == "InputLayer" and id(op) in links:
-            tensor = links[id(op)]
+            tensor = links[id(op)]          # leave a nested model through its input
+        elif getattr(op, "layers", None) is not None and getattr(op, "outputs", None):
+            index = tensor._keras_history.tensor_index
+            tensor = op.outputs[index]      # enter a nested model through its output
         else:
             break
         op = _producer(tensor)

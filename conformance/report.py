@@ -1,36 +1,328 @@
-"""report.html, rendered from a results document alone: self-contained, no network access."""
+"""report.html and JUnit XML, rendered from a results document alone (never torch or keras).
+
+The HTML is one self-contained file: inline CSS, JS and SVG, no network access. The static part
+(versions, totals, regressions against a baseline, known divergences) is rendered here; the
+family matrix, the case table and the per-case detail are rendered in the browser from the
+results embedded as ``<script type="application/json">``, lazily, so that thousands of cases
+stay fast. The page reads its filters from the URL fragment, for instance
+``report.html#q=conv2d s2&outcome=failed,error`` or ``report.html#case=relu[in7]&dir=torch->keras``.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
+
+from .report_assets import CSS, JS
+
+OUTCOMES = ("passed", "failed", "divergence", "xpass", "skipped", "error")
+_ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorFlow"), ("keras", "Keras"),
+             ("keras_backend", "Keras backend"), ("numpy", "NumPy"), ("platform", "platform"),
+             ("device", "device"), ("git_revision", "git revision"))
 
 
-def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
-    env = document.get("environment", {})
-    summary = document.get("summary", {})
-    rows = []
-    for case in document.get("cases", []):
-        rows.append(
-            f"<tr class='{html.escape(case['outcome'])}'><td>{html.escape(case['id'])}</td>"
-            f"<td>{html.escape(case['direction'])}</td><td>{html.escape(case['outcome'])}</td>"
-            f"<td>{_num(case.get('max_abs_error'))}</td><td>{_num(case.get('headroom'))}</td>"
-            f"<td>{html.escape(case.get('message') or '')}</td></tr>")
-    header = " · ".join(f"{k} {html.escape(str(env.get(k)))}" for k in ("python", "torch", "tensorflow", "keras",
-                                                                          "numpy", "device", "git_revision"))
-    totals = " · ".join(f"{v} {k}" for k, v in summary.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>conformance report</title>
-<style>body{{font:14px system-ui,sans-serif;margin:1em}} td,th{{padding:2px 6px;text-align:left}}
-tr.passed td:nth-child(3){{color:#070}} tr.failed td:nth-child(3),tr.error td:nth-child(3),tr.xpass td:nth-child(3){{color:#b00;font-weight:bold}}
-tr.divergence td:nth-child(3){{color:#960}}</style></head><body>
-<h1>conformance report</h1><p>{header}</p><p>{totals}</p>
-<table><thead><tr><th>case</th><th>direction</th><th>outcome</th><th>max abs error</th><th>headroom</th><th>message</th></tr></thead>
-<tbody>{''.join(rows)}</tbody></table>
-<script type="application/json" id="results">{html.escape(json.dumps(summary))}</script>
-</body></html>
-"""
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _num(value: Any) -> str:
-    return "" if value is None else (f"{value:.3g}" if isinstance(value, float) else html.escape(str(value)))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else _e(value)
+    if value == 0:
+        return "0"
+    return f"{value:.2e}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.3g}"
+
+
+def _script_json(value: Any) -> str:
+    """JSON for a <script> block: no '<', '>' or '&' survives, so "</script>" cannot end the block."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinities as strings, as the results file writes them, so the JSON stays strict."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string; with ``baseline``, a regression panel at the top."""
+    cases = document.get("cases", [])
+    env = document.get("environment") or {}
+    changes = None
+    payload: dict[str, Any] = {"cases": _jsonable(cases), "baseline": None, "flags": {}}
+    if baseline is not None:
+        from .diff import diff
+        changes = diff(baseline, document)
+        payload["baseline"] = {f"{c['id']}|{c['direction']}": [c.get("outcome"), _jsonable(c.get("headroom"))]
+                               for c in baseline.get("cases", [])}
+        for name, _ in changes.SECTIONS:
+            for change in getattr(changes, name):
+                payload["flags"][f"{change.id}|{change.direction}"] = name
+    counts = Counter(case.get("outcome") for case in cases)
+    title = f"conformance report · {env.get('torch', '?')} / keras {env.get('keras', '?')}"
+    parts = [
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        _header(document, env),
+        _regressions(changes, baseline) if changes is not None else "",
+        _totals(counts, cases),
+        _load_errors(document.get("errors") or []),
+        _controls(counts),
+        "<main id='families' aria-live='polite'></main>",
+        "<noscript><p class='warn'>The matrix and per-case details need JavaScript; the summary above "
+        "does not.</p></noscript>",
+        _divergences(document.get("divergences") or [], cases),
+        "<div id='tip' role='tooltip' hidden></div>",
+        f"<script type='application/json' id='conformance-data'>{_script_json(payload)}</script>",
+        f"<script>{JS}</script></body></html>\n",
+    ]
+    return "\n".join(part for part in parts if part)
+
+
+def _header(document: dict[str, Any], env: Mapping[str, Any]) -> str:
+    items = "".join(f"<div><dt>{label}</dt><dd>{_e(env.get(key, '—'))}</dd></div>" for key, label in _ENV_KEYS
+                    if key in env or key != "keras_backend")
+    devices = env.get("devices") or []
+    if len(devices) > 1:
+        items += f"<div class='wide'><dt>devices</dt><dd>{_e(', '.join(map(str, devices)))}</dd></div>"
+    command = env.get("command")
+    meta = f"created {_e(document.get('created', '?'))}" + (f" · <code>{_e(command)}</code>" if command else "")
+    return (f"<header><h1>conformance report</h1><p class='meta'>{meta} · schema "
+            f"{_e(document.get('schema'))} v{_e(document.get('schema_version'))}</p>"
+            f"<dl class='env'>{items}</dl></header>")
+
+
+def _chip(outcome: str, count: int, label: str | None = None) -> str:
+    return f"<span class='chip o-{outcome}'><b>{count}</b> {_e(label or outcome)}</span>"
+
+
+def _totals(counts: Counter[str], cases: list[dict[str, Any]]) -> str:
+    total = len(cases)
+    chips = "".join(_chip(o, counts.get(o, 0)) for o in OUTCOMES if counts.get(o, 0) or o == "passed")
+    bar, x = [], 0.0
+    for outcome in OUTCOMES:
+        n = counts.get(outcome, 0)
+        if n and total:
+            width = 1000 * n / total
+            bar.append(f"<rect class='f-{outcome}' x='{x:.2f}' y='0' width='{width:.2f}' height='16'>"
+                       f"<title>{n} {outcome} ({100 * n / total:.1f}%)</title></rect>")
+            x += width
+    svg = (f"<svg class='stack' viewBox='0 0 1000 16' preserveAspectRatio='none' role='img' "
+           f"aria-label='outcomes'>{''.join(bar)}</svg>")
+    return (f"<section id='totals'><div><h2>{total} case results</h2><div class='chips'>{chips}</div>{svg}"
+            f"</div>{_histogram(cases)}</section>")
+
+
+def _histogram(cases: list[dict[str, Any]]) -> str:
+    """Headroom distribution: how close the passing cases come to failing, on a log scale."""
+    labels = ["0", "<1e-5", "1e-5", "1e-4", "1e-3", "1e-2", "0.1", "≥0.5", ">1"]
+    bins = [0] * len(labels)
+    for case in cases:
+        h = case.get("headroom")
+        if not isinstance(h, int | float) or isinstance(h, bool):
+            continue
+        if h <= 0:
+            i = 0
+        elif h > 1:
+            i = 8
+        elif h >= 0.5:
+            i = 7
+        else:   # 1: below 1e-5, 2: [1e-5, 1e-4), ..., 6: [0.1, 0.5)
+            i = min(6, max(1, math.floor(math.log10(h)) + 7))
+        bins[i] += 1
+    peak = max(bins) or 1
+    shade = ["h0", "h0", "h0", "h1", "h2", "h3", "h4", "h5", "f-failed"]
+    bars = []
+    for i, (label, n) in enumerate(zip(labels, bins, strict=True)):
+        height = 0 if not n else max(2.0, 70 * math.sqrt(n / peak))
+        bars.append(f"<g><rect class='{shade[i]}' x='{8 + i * 46}' y='{80 - height:.1f}' width='38' "
+                    f"height='{height:.1f}'><title>{n} with headroom {label}</title></rect>"
+                    f"<text x='{27 + i * 46}' y='{76 - height:.1f}' class='n'>{n or ''}</text>"
+                    f"<text x='{27 + i * 46}' y='96'>{label}</text></g>")
+    return (f"<figure class='hist'><svg viewBox='0 0 430 100' role='img' aria-label='headroom histogram'>"
+            f"{''.join(bars)}</svg><figcaption>headroom = observed / allowed error, per case result "
+            f"(bar heights on a square-root scale); above 1 fails</figcaption></figure>")
+
+
+def _controls(counts: Counter[str]) -> str:
+    boxes = "".join(f"<label class='chip o-{o}'><input type='checkbox' name='outcome' value='{o}' checked> "
+                    f"{o} <b>{counts.get(o, 0)}</b></label>" for o in OUTCOMES)
+    legend = "".join(f"<span><i class='c o-passed {cls}'></i>{label}</span>" for cls, label in
+                     (("h0", "<1e-4"), ("h1", "<1e-3"), ("h2", "<1e-2"), ("h3", "<0.1"), ("h4", "<0.5"),
+                      ("h5", "≤1")))
+    legend += "".join(f"<span><i class='c o-{o}'></i>{o}</span>" for o in OUTCOMES if o != "passed")
+    return (
+        "<section id='controls'><div class='bar'>"
+        "<input id='q' type='search' placeholder='search ids, params, messages (/ to focus)' "
+        "aria-label='search' autocomplete='off'>"
+        f"<div class='outcomes'>{boxes}</div>"
+        "<label class='sort'>sort <select id='sort'><option value='catalogue'>catalogue order</option>"
+        "<option value='headroom'>headroom, worst first</option><option value='outcome'>outcome, worst first"
+        "</option></select></label>"
+        "<button type='button' id='expand'>expand all</button>"
+        "<button type='button' id='collapse'>collapse all</button>"
+        "<span id='status'></span></div>"
+        f"<div class='legend'>passed, by headroom: {legend} · each column is one variant: top "
+        "torch→keras, bottom keras→torch; click a cell for its detail</div></section>")
+
+
+def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
+    base_env = (baseline or {}).get("environment") or {}
+    ident = (f"baseline created {_e((baseline or {}).get('created', '?'))}, git {_e(base_env.get('git_revision'))},"
+             f" torch {_e(base_env.get('torch'))}, tensorflow {_e(base_env.get('tensorflow'))}, "
+             f"keras {_e(base_env.get('keras'))}")
+    env_line = (f"<p>changed: {_e('; '.join(changes.environment))}</p>" if changes.environment else "")
+    groups = [("newly_failing", "newly failing or erroring", "bad"), ("missing", "missing from this run", "bad"),
+              ("stale_divergences", "stale divergences (xpass)", "warn"),
+              ("headroom_grew", f"headroom grew over {changes.headroom_factor:g}×", "warn"),
+              ("fixed", "fixed", "good")]
+    blocks = []
+    for name, label, tone in groups:
+        items = getattr(changes, name)
+        if not items:
+            continue
+        rows = "".join(
+            f"<li><a class='jump' href='#case={quote(c.id, safe='')}&amp;dir={quote(c.direction, safe='')}'>"
+            f"{_e(c.id)}</a> <span class='dir'>{_e(c.direction)}</span> "
+            f"<span class='ba'>{_e(c.before)} → {_e(c.after)}</span><div class='why'>{_e(c.why)}</div></li>"
+            for c in items)
+        tag = "details" if name == "fixed" else "details open"
+        blocks.append(f"<{tag} class='group {tone}'><summary>{len(items)} {_e(label)}</summary><ul>{rows}</ul>"
+                      f"</details>")
+    count = len(changes.regressions)
+    head = (f"<h2>{count} regression{'s' if count != 1 else ''} against the baseline</h2>" if count
+            else "<h2>no regressions against the baseline</h2>")
+    tone = "bad" if changes.newly_failing or changes.missing else ("warn" if count else "good")
+    return f"<section id='regressions' class='{tone}'>{head}<p class='meta'>{ident}</p>{env_line}" \
+           f"{''.join(blocks)}</section>"
+
+
+def _load_errors(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return ""
+    rows = "".join(f"<li><code>{_e(e.get('file'))}</code>{' · case ' + _e(e['case']) if e.get('case') else ''}"
+                   f"{' · field ' + _e(e['field']) if e.get('field') else ''}: {_e(e.get('message'))}</li>"
+                   for e in errors)
+    return (f"<section id='load-errors' class='bad'><h2>{len(errors)} case file error"
+            f"{'s' if len(errors) != 1 else ''}: these cases did not run</h2><ul>{rows}</ul></section>")
+
+
+def _divergences(records: list[dict[str, Any]], cases: list[dict[str, Any]]) -> str:
+    hits: Counter[tuple[str, str, str]] = Counter()
+    for case in cases:
+        if case.get("divergence"):
+            hits[(case.get("family", ""), case["divergence"].get("reason", ""), case.get("outcome", ""))] += 1
+    rows = []
+    for r in records:
+        when = "; ".join(f"{k} ∈ {', '.join(json.dumps(v) for v in values)}" for k, values in
+                         (r.get("when") or {}).items()) or "every case"
+        versions = ", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items() if v) or "any version"
+        link = r.get("link") or ""
+        link_html = (f" <a href='{_e(link)}' rel='noopener noreferrer' target='_blank'>evidence</a>"
+                     if re.match(r"https?://", link) else (f" {_e(link)}" if link else ""))
+        key = (r.get("family", ""), r.get("reason", ""))
+        seen = f"{hits[(*key, 'divergence')]} diverge" + (f", <b class='x'>{hits[(*key, 'xpass')]} xpass</b>"
+                                                          if hits[(*key, 'xpass')] else "")
+        rows.append(f"<tr><td><b>{_e(r.get('family'))}</b><div class='meta'>{_e(r.get('file'))}</div></td>"
+                    f"<td><code>{_e(when)}</code></td><td>{_e(r.get('direction', 'both'))}</td>"
+                    f"<td>{_e(versions)}</td><td>{seen}</td><td>{_e(r.get('reason'))}{link_html}</td></tr>")
+    body = ("<table class='div'><thead><tr><th>family</th><th>when</th><th>direction</th><th>versions</th>"
+            f"<th>this run</th><th>reason</th></tr></thead><tbody>{''.join(rows)}</tbody></table>" if rows
+            else "<p class='meta'>none recorded</p>")
+    return (f"<section id='divergences'><h2>{len(records)} known divergence{'s' if len(records) != 1 else ''}"
+            f"</h2>{body}</section>")
+
+
+# ---- JUnit XML ----------------------------------------------------------------------------------------
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _x(text: Any) -> str:
+    """XML 1.0 cannot carry control characters at all, escaped or not: drop them."""
+    return _XML_BAD.sub("", "" if text is None else str(text))
+
+
+def explain(case: Mapping[str, Any]) -> str:
+    """A plain-text explanation of one case result, from its JSON alone."""
+    lines = [f"{case['id']} {case['direction']}: {str(case['outcome']).upper()}"]
+    if case.get("message"):
+        lines.append(f"  {case['message']}")
+    if case.get("headroom") is not None:
+        lines.append(f"  max abs error {_num(case.get('max_abs_error'))}, max rel error "
+                     f"{_num(case.get('max_rel_error'))}, allowed {_num(case.get('allowed_error'))}, headroom "
+                     f"{_num(case.get('headroom'))} (observed/allowed, > 1 fails)")
+    worst = case.get("worst")
+    if worst:
+        lines.append(f"  worst at index {tuple(worst.get('index') or ())}: torch {worst.get('torch')!r}, "
+                     f"keras {worst.get('keras')!r}")
+    if case.get("reference_error"):
+        ref = case["reference_error"]
+        lines.append(f"  float64 reference distance: torch {_num(ref.get('torch'))}, keras {_num(ref.get('keras'))}")
+    if case.get("divergence"):
+        lines.append(f"  recorded divergence: {case['divergence'].get('reason', '')}")
+    lines.append(f"  params: {json.dumps(case.get('params'))}")
+    lines.append(f"  seed: {case.get('seed')}   file: {case.get('file')}")
+    lines.append(f'  reproduce: conformance run --select "{case["id"]}"')
+    return "\n".join(lines)
+
+
+def junit_xml(document: dict[str, Any], explanations: Mapping[tuple[str, str], str] | None = None) -> bytes:
+    """One testcase per case and direction (classname = family, name = "<id> <direction>"), plus one
+    error testcase per case file that did not load. ``explanations`` overrides :func:`explain`."""
+    import xml.etree.ElementTree as ET
+    cases, load_errors = document.get("cases", []), document.get("errors") or []
+    counts = Counter(case.get("outcome") for case in cases)
+    failures, errors = counts["failed"] + counts["xpass"], counts["error"] + len(load_errors)
+    skipped = counts["divergence"] + counts["skipped"]
+    seconds = sum(float((c.get("timings") or {}).get("total") or 0.0) for c in cases)
+    stats = {"tests": str(len(cases) + len(load_errors)), "failures": str(failures), "errors": str(errors),
+             "skipped": str(skipped), "time": f"{seconds:.3f}"}
+    root = ET.Element("testsuites", name="conformance", **stats)
+    suite = ET.SubElement(root, "testsuite", name="conformance", timestamp=_x(document.get("created", "")),
+                          **stats)
+    properties = ET.SubElement(suite, "properties")
+    for key, value in (document.get("environment") or {}).items():
+        if isinstance(value, str | int | float):
+            ET.SubElement(properties, "property", name=key, value=_x(value))
+    for case in cases:
+        testcase = ET.SubElement(suite, "testcase", classname=_x(case.get("family", "")),
+                                 name=_x(f"{case['id']} {case['direction']}"), file=_x(case.get("file", "")),
+                                 time=f"{float((case.get('timings') or {}).get('total') or 0.0):.3f}")
+        outcome = case["outcome"]
+        text = (explanations or {}).get((case["id"], case["direction"])) or explain(case)
+        first = _x((case.get("message") or "").splitlines()[0] if case.get("message") else outcome)
+        if outcome in ("failed", "xpass"):
+            message = "stale divergence: " + first if outcome == "xpass" else first
+            ET.SubElement(testcase, "failure", message=message, type=outcome).text = _x(text)
+        elif outcome == "error":
+            ET.SubElement(testcase, "error", message=first, type="error").text = _x(text)
+        elif outcome == "divergence":
+            reason = (case.get("divergence") or {}).get("reason", "") or first
+            ET.SubElement(testcase, "skipped", message=_x(f"recorded divergence: {reason}"), type="divergence")
+        elif outcome == "skipped":
+            ET.SubElement(testcase, "skipped", message=first, type="skipped")
+    for error in load_errors:
+        testcase = ET.SubElement(suite, "testcase", classname="catalogue", name=_x(error.get("file", "")),
+                                 file=_x(error.get("file", "")), time="0")
+        ET.SubElement(testcase, "error", message=_x(error.get("message", "")), type="CaseError").text = _x(
+            json.dumps(error, indent=1))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+__all__ = ["explain", "junit_xml", "render"]

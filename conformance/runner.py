@@ -171,7 +171,7 @@ def run_case(case: Case, direction: str) -> CaseResult:
 
 
 def _run(case: Case, direction: str, result: CaseResult) -> None:
-    from .compare import compare
+    from .comparison import compare
     from .pair import randomize_keras, randomize_torch
     from .transfer import transfer_weights
 

@@ -191,8 +191,10 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
         raise ConversionError(f"{where}: {rule.torch} {t_shape} and {rule.keras} {k_shape} do not fit "
                               f"the rule {rule.describe()}: {exc}") from None
     if tuple(value.shape) != target_shape:
-        raise ConversionError(f"{where}: {rule.torch} {t_shape} becomes {tuple(value.shape)} under "
-                              f"{rule.describe()}, but {rule.keras} is {k_shape}")
+        source, target = ((rule.torch, t_shape), (rule.keras, k_shape)) if to_keras else \
+            ((rule.keras, k_shape), (rule.torch, t_shape))
+        raise ConversionError(f"{where}: {source[0]} {source[1]} becomes {tuple(value.shape)} under "
+                              f"{rule.describe()}, but {target[0]} is {target[1]}")
     return [(variable if to_keras else tensor, value, row)]
 
 

@@ -144,3 +144,26 @@ def test_unbuilt_keras_model_and_unknown_layers_are_refused() -> None:
 def test_non_models_are_refused() -> None:
     with pytest.raises(ConversionError, match="one torch.nn.Module and one keras.Model"):
         conformance.transfer_weights(nn.Linear(2, 2), nn.Linear(2, 2))
+
+
+def test_flatten_and_dense_in_different_nested_models() -> None:
+    """The walk back from the Dense leaves its model and enters the one that ends with Flatten."""
+    net = Net().eval()
+    randomize_torch(net, 5)
+    features = keras.Sequential([keras.Input((8, 12, 3)), keras.layers.Conv2D(8, 3, padding="same"),
+                                 keras.layers.BatchNormalization(epsilon=1e-5), keras.layers.MaxPooling2D(2),
+                                 keras.layers.Conv2D(4, 3, padding="same"),
+                                 keras.layers.BatchNormalization(epsilon=1e-5), keras.layers.MaxPooling2D(2),
+                                 keras.layers.Flatten()])
+    head = keras.Sequential([keras.Input((24,)), keras.layers.Dense(6), keras.layers.Dense(2)])
+    inp = keras.Input((8, 12, 3))
+    model = keras.Model(inp, head(features(inp)))
+    report = conformance.transfer_weights(net, model)
+    assert "O (C H W) -> (H W C) O" in report.rows[12].rule
+
+
+def test_keras_to_torch_shape_mismatch_names_the_keras_source() -> None:
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    with pytest.raises(ConversionError, match=r"kernel \(5, 3\) becomes \(3, 5\) under O I -> I O, but weight is "
+                                              r"\(4, 5\)"):
+        conformance.transfer_weights(model, nn.Linear(5, 4))

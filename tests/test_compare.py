@@ -1,0 +1,93 @@
+"""compare(): element-wise, unsorted, absolute differences, explicit NaN handling, layout moves."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from torch import nn
+
+import conformance
+from conformance.comparison import compare_arrays, default_tolerance
+from conformance.families.base import Tolerance
+from conformance.pair import randomize_torch
+from tests.helpers import inputs
+
+TOL = Tolerance(1e-5, 1e-4, "test")
+
+
+def test_identical_arrays_pass_with_zero_headroom() -> None:
+    a = np.random.default_rng(0).normal(size=(2, 3, 4))
+    result = compare_arrays(a, a.copy(), TOL)
+    assert result.passed and result.max_abs_error == 0 and result.headroom == 0
+
+
+def test_a_permuted_output_fails_even_though_sorted_values_match() -> None:
+    a = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    b = a[:, ::-1].copy()
+    assert np.array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
+    result = compare_arrays(a, b, TOL)
+    assert not result.passed and result.headroom > 1
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_errors_of_either_sign_are_caught(sign: float) -> None:
+    a = np.zeros((3, 3), np.float32)
+    b = a.copy()
+    b[1, 2] = sign * 1e-3
+    result = compare_arrays(a, b, TOL)
+    assert not result.passed
+    assert result.worst_index == (1, 2) and result.keras_value == pytest.approx(sign * 1e-3)
+    assert result.max_abs_error == pytest.approx(1e-3)
+    assert "index (1, 2)" in result.summary()
+
+
+def test_nan_must_appear_on_both_sides_at_the_same_place() -> None:
+    a = np.array([1.0, np.nan, 3.0])
+    assert compare_arrays(a, a.copy(), TOL).passed
+    b = np.array([1.0, 2.0, 3.0])
+    result = compare_arrays(a, b, TOL)
+    assert not result.passed and "NaN at index (1,)" in (result.problem or "")
+    assert not compare_arrays(b, a, TOL).passed
+
+
+def test_infinities_must_match_exactly() -> None:
+    a = np.array([-np.inf, 1.0])
+    assert compare_arrays(a, a.copy(), TOL).passed
+    assert not compare_arrays(a, np.array([np.inf, 1.0]), TOL).passed
+    assert not compare_arrays(a, np.array([-3e38, 1.0]), TOL).passed
+
+
+def test_shape_mismatch_fails_with_both_shapes() -> None:
+    result = compare_arrays(np.zeros((2, 3)), np.zeros((3, 2)), TOL)
+    assert not result.passed and math.isinf(result.headroom)
+    assert result.problem == "output shapes differ: torch (2, 3), keras (3, 2)"
+
+
+def test_relative_tolerance_scales_with_magnitude() -> None:
+    big = np.array([1000.0])
+    assert compare_arrays(big, big + 0.05, TOL).passed          # 0.05 <= 1e-5 + 1e-4 * 1000
+    assert not compare_arrays(big, big + 0.2, TOL).passed
+
+
+def test_default_tolerance_grows_with_the_largest_fan_in() -> None:
+    small, large = default_tolerance(nn.Linear(4, 2)), default_tolerance(nn.Conv2d(64, 8, 3))
+    assert small.atol == pytest.approx(1e-5 * 2) and large.atol == pytest.approx(1e-5 * math.sqrt(64 * 9))
+
+
+def test_compare_moves_spatial_inputs_to_channels_last_and_outputs_back() -> None:
+    pair = conformance.build_pair("conv2d", in_channels=3, out_channels=4, kernel_size=3, input_shape=(3, 7, 9))
+    randomize_torch(pair.torch, 0)
+    conformance.transfer_weights(pair.torch, pair.keras)
+    result = conformance.compare(pair.torch, pair.keras, inputs((3, 7, 9)))
+    assert result.passed, result.summary()
+    assert result.torch_output is not None and result.torch_output.shape == (2, 4, 5, 7)
+
+
+def test_compare_leaves_sequence_inputs_alone() -> None:
+    torch_model = nn.Linear(6, 3)
+    keras_model = keras.Sequential([keras.Input((5, 6)), keras.layers.Dense(3)])
+    conformance.transfer_weights(torch_model, keras_model)
+    assert conformance.compare(torch_model, keras_model, inputs((5, 6))).passed
