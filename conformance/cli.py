@@ -44,12 +44,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
     expressions = [e.strip() for e in (args.select or "").split(",") if e.strip()]
     cases = [c for c in catalogue.cases
-             if (not expressions or _selected(c.id, c.family, expressions)) and (args.extended or c.tier == "default"
-                                                                                 or expressions)]
+             if (not expressions or _selected(c.id, c.family, expressions))
+             and (args.extended or c.tier == "default" or expressions)]
     if not cases and not catalogue.errors:
         print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)
         return EXIT_USAGE
     import conformance  # noqa: F401  (imports torch before tensorflow)
+
     from . import results as results_file
     from .runner import run_case
     total = len(cases) * len(DIRECTIONS)
@@ -69,14 +70,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    for e in catalogue.errors])
     output = Path(args.output)
     results_path = results_file.write(document, output / "results.json")
-    from .report import render
+    from .report import junit_xml, render
     report_path = output / "report.html"
     report_path.write_text(render(document), encoding="utf-8")
+    if args.junit:
+        junit_path = Path(args.junit)
+        junit_path.parent.mkdir(parents=True, exist_ok=True)
+        junit_path.write_bytes(junit_xml(document, {(r.id, r.direction): r.explain() for r in bad}))
     summary = document["summary"]
     print("\n" + ", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "xpass", "error",
                                                          "skipped") if summary[k]) +
           f" in {time.perf_counter() - started:.1f}s")
     print(f"results: {results_path}\nreport:  {report_path}")
+    if args.junit:
+        print(f"junit:   {args.junit}")
     return EXIT_FAILED if bad or catalogue.errors else EXIT_OK
 
 
@@ -96,6 +103,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from . import results as results_file
+    from .diff import diff
+    if not args.headroom_factor > 1:
+        print(f"error: --headroom-factor must be above 1, not {args.headroom_factor:g}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        baseline, candidate = results_file.load(args.baseline), results_file.load(args.candidate)
+    except results_file.ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    changes = diff(baseline, candidate, headroom_factor=args.headroom_factor)
+    print(f"baseline:  {args.baseline}\ncandidate: {args.candidate}\n{changes.format()}")
+    return EXIT_FAILED if changes else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conformance",
@@ -109,12 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="DIR", default="reports/latest",
                      help="where results.json and report.html go (default: reports/latest)")
     run.add_argument("--extended", action="store_true", help="also run the cases of the extended tier")
+    run.add_argument("--junit", metavar="PATH",
+                     help="also write a JUnit XML file: one testcase per case and direction")
     run.set_defaults(func=cmd_run)
     report = sub.add_parser("report", help="render report.html from a results.json")
     report.add_argument("results", metavar="RESULTS.json")
     report.add_argument("-o", "--output", metavar="report.html")
     report.add_argument("--baseline", metavar="BASELINE.json", help="show regressions against this run")
     report.set_defaults(func=cmd_report)
+    compare = sub.add_parser(
+        "diff", help="compare a run against a baseline; exit 1 on regressions, 2 on unusable input",
+        description="Lists cases newly failing or erroring, cases missing from the candidate, recorded "
+                    "divergences that now pass (xpass), and passing cases whose headroom (observed / allowed "
+                    "error) grew more than --headroom-factor times (a baseline headroom below 1e-3 counts as "
+                    "1e-3). Exit status: 0 no regressions, 1 regressions, 2 unusable input.")
+    compare.add_argument("baseline", metavar="BASELINE.json")
+    compare.add_argument("candidate", metavar="CANDIDATE.json")
+    compare.add_argument("--headroom-factor", type=float, default=10.0, metavar="F",
+                         help="flag a passing case whose headroom grew more than F times (default: 10)")
+    compare.set_defaults(func=cmd_diff)
     return parser
 
 

@@ -138,13 +138,15 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
             reason = (new.get("divergence") or {}).get("reason", "")
             why = "the recorded divergence no longer diverges; remove or narrow its record in " + \
                   (new.get("file") or "its case file") + (f" (recorded reason: {reason})" if reason else "")
-            result.stale_divergences.append(Change(*key, family, _state(old) if old else "absent", "xpass", why))
+            was = _state(old) if old else "absent"
+            result.stale_divergences.append(Change(*key, family, was, "xpass", why))
         if old is not None and old["outcome"] == new["outcome"] == "passed":
             h_old, h_new = old.get("headroom"), new.get("headroom")
             if isinstance(h_old, int | float) and isinstance(h_new, int | float):
                 reference = max(float(h_old), HEADROOM_FLOOR)
                 if h_new > headroom_factor * reference:
-                    why = (f"max abs error {_num(old.get('max_abs_error'))} -> {_num(new.get('max_abs_error'))}"
+                    why = (f"max abs error {_num(old.get('max_abs_error'))} -> "
+                           f"{_num(new.get('max_abs_error'))}"
                            f" (allowed {_num(new.get('allowed_error'))}): headroom x{h_new / reference:.3g}, "
                            f"over the factor {headroom_factor:g}"
                            + (f" against the floor {HEADROOM_FLOOR:g}" if h_old < HEADROOM_FLOOR else ""))

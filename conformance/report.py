@@ -28,7 +28,7 @@ _ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorF
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape(_x(value), quote=True)
 
 
 def _num(value: Any) -> str:
@@ -100,7 +100,9 @@ def _header(document: dict[str, Any], env: Mapping[str, Any]) -> str:
     if len(devices) > 1:
         items += f"<div class='wide'><dt>devices</dt><dd>{_e(', '.join(map(str, devices)))}</dd></div>"
     command = env.get("command")
-    meta = f"created {_e(document.get('created', '?'))}" + (f" · <code>{_e(command)}</code>" if command else "")
+    meta = f"created {_e(document.get('created', '?'))}"
+    if command:
+        meta += f" · <code>{_e(command)}</code>"
     return (f"<header><h1>conformance report</h1><p class='meta'>{meta} · schema "
             f"{_e(document.get('schema'))} v{_e(document.get('schema_version'))}</p>"
             f"<dl class='env'>{items}</dl></header>")
@@ -148,10 +150,10 @@ def _histogram(cases: list[dict[str, Any]]) -> str:
     shade = ["h0", "h0", "h0", "h1", "h2", "h3", "h4", "h5", "f-failed"]
     bars = []
     for i, (label, n) in enumerate(zip(labels, bins, strict=True)):
-        height = 0 if not n else max(2.0, 70 * math.sqrt(n / peak))
+        height = 0 if not n else max(2.0, 60 * math.sqrt(n / peak))
         bars.append(f"<g><rect class='{shade[i]}' x='{8 + i * 46}' y='{80 - height:.1f}' width='38' "
                     f"height='{height:.1f}'><title>{n} with headroom {label}</title></rect>"
-                    f"<text x='{27 + i * 46}' y='{76 - height:.1f}' class='n'>{n or ''}</text>"
+                    f"<text x='{27 + i * 46}' y='{77 - height:.1f}' class='n'>{n or ''}</text>"
                     f"<text x='{27 + i * 46}' y='96'>{label}</text></g>")
     return (f"<figure class='hist'><svg viewBox='0 0 430 100' role='img' aria-label='headroom histogram'>"
             f"{''.join(bars)}</svg><figcaption>headroom = observed / allowed error, per case result "
@@ -182,13 +184,15 @@ def _controls(counts: Counter[str]) -> str:
 
 def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
     base_env = (baseline or {}).get("environment") or {}
-    ident = (f"baseline created {_e((baseline or {}).get('created', '?'))}, git {_e(base_env.get('git_revision'))},"
-             f" torch {_e(base_env.get('torch'))}, tensorflow {_e(base_env.get('tensorflow'))}, "
+    ident = (f"baseline created {_e((baseline or {}).get('created', '?'))}, "
+             f"git {_e(base_env.get('git_revision'))}, torch {_e(base_env.get('torch'))}, "
+             f"tensorflow {_e(base_env.get('tensorflow'))}, "
              f"keras {_e(base_env.get('keras'))}")
     env_line = (f"<p>changed: {_e('; '.join(changes.environment))}</p>" if changes.environment else "")
-    groups = [("newly_failing", "newly failing or erroring", "bad"), ("missing", "missing from this run", "bad"),
-              ("stale_divergences", "stale divergences (xpass)", "warn"),
-              ("headroom_grew", f"headroom grew over {changes.headroom_factor:g}×", "warn"),
+    groups = [("newly_failing", "newly failing or erroring", "bad"),
+              ("missing", "missing from this run", "bad"),
+              ("stale_divergences", "xpass: recorded divergence no longer diverges", "warn"),
+              ("headroom_grew", f"headroom grew over {changes.headroom_factor:g}× (error grew)", "warn"),
               ("fixed", "fixed", "good")]
     blocks = []
     for name, label, tone in groups:
@@ -201,8 +205,8 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
             f"<span class='ba'>{_e(c.before)} → {_e(c.after)}</span><div class='why'>{_e(c.why)}</div></li>"
             for c in items)
         tag = "details" if name == "fixed" else "details open"
-        blocks.append(f"<{tag} class='group {tone}'><summary>{len(items)} {_e(label)}</summary><ul>{rows}</ul>"
-                      f"</details>")
+        blocks.append(f"<{tag} class='group {tone}'><summary>{len(items)} {_e(label)}</summary>"
+                      f"<ul>{rows}</ul></details>")
     count = len(changes.regressions)
     head = (f"<h2>{count} regression{'s' if count != 1 else ''} against the baseline</h2>" if count
             else "<h2>no regressions against the baseline</h2>")
@@ -214,7 +218,8 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
 def _load_errors(errors: list[dict[str, Any]]) -> str:
     if not errors:
         return ""
-    rows = "".join(f"<li><code>{_e(e.get('file'))}</code>{' · case ' + _e(e['case']) if e.get('case') else ''}"
+    rows = "".join(f"<li><code>{_e(e.get('file'))}</code>"
+                   f"{' · case ' + _e(e['case']) if e.get('case') else ''}"
                    f"{' · field ' + _e(e['field']) if e.get('field') else ''}: {_e(e.get('message'))}</li>"
                    for e in errors)
     return (f"<section id='load-errors' class='bad'><h2>{len(errors)} case file error"
@@ -264,15 +269,16 @@ def explain(case: Mapping[str, Any]) -> str:
         lines.append(f"  {case['message']}")
     if case.get("headroom") is not None:
         lines.append(f"  max abs error {_num(case.get('max_abs_error'))}, max rel error "
-                     f"{_num(case.get('max_rel_error'))}, allowed {_num(case.get('allowed_error'))}, headroom "
-                     f"{_num(case.get('headroom'))} (observed/allowed, > 1 fails)")
+                     f"{_num(case.get('max_rel_error'))}, allowed {_num(case.get('allowed_error'))}, "
+                     f"headroom {_num(case.get('headroom'))} (observed/allowed, > 1 fails)")
     worst = case.get("worst")
     if worst:
         lines.append(f"  worst at index {tuple(worst.get('index') or ())}: torch {worst.get('torch')!r}, "
                      f"keras {worst.get('keras')!r}")
     if case.get("reference_error"):
         ref = case["reference_error"]
-        lines.append(f"  float64 reference distance: torch {_num(ref.get('torch'))}, keras {_num(ref.get('keras'))}")
+        lines.append(f"  float64 reference distance: torch {_num(ref.get('torch'))}, "
+                     f"keras {_num(ref.get('keras'))}")
     if case.get("divergence"):
         lines.append(f"  recorded divergence: {case['divergence'].get('reason', '')}")
     lines.append(f"  params: {json.dumps(case.get('params'))}")
@@ -313,7 +319,8 @@ def junit_xml(document: dict[str, Any], explanations: Mapping[tuple[str, str], s
             ET.SubElement(testcase, "error", message=first, type="error").text = _x(text)
         elif outcome == "divergence":
             reason = (case.get("divergence") or {}).get("reason", "") or first
-            ET.SubElement(testcase, "skipped", message=_x(f"recorded divergence: {reason}"), type="divergence")
+            ET.SubElement(testcase, "skipped", message=_x(f"recorded divergence: {reason}"),
+                          type="divergence")
         elif outcome == "skipped":
             ET.SubElement(testcase, "skipped", message=first, type="skipped")
     for error in load_errors:
