@@ -158,6 +158,7 @@ JS = r"""
   cases.forEach(function (c, i) {
     c._i = i;
     if (DIRS.indexOf(c.direction) < 0) DIRS.push(c.direction);
+    if (typeof c.family !== 'string' || !c.family) c.family = '(no family)';
     var f = famBy[c.family];
     if (!f) {
       f = famBy[c.family] = {name: c.family, variants: [], counts: {}, maxH: null, open: false, rendered: false};

@@ -1,4 +1,4 @@
-"""The upgrade gate: ``conformance.diff`` and ``conformance diff``, on a real small run with planted regressions."""
+"""The upgrade gate, ``conformance.diff`` and ``conformance diff``: a real run with planted regressions."""
 
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def test_cli_exits_1_on_regressions(baseline: dict[str, Any], tmp_path: Path) ->
     assert "newly failing (1)" in proc.stdout and "headroom grew (1)" in proc.stdout
 
 
-def test_identical_files_exit_0(baseline: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_identical_files_exit_0(baseline: dict[str, Any], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
     base = _write(tmp_path, "base.json", baseline)
     assert cli.main(["diff", base, base]) == 0
     assert "no regressions" in capsys.readouterr().out

@@ -17,7 +17,7 @@ import pytest
 import conformance
 from conformance.families import get_family
 from conformance.pair import randomize_torch
-from tests.helpers import inputs
+from helpers import inputs
 
 L = keras.layers
 

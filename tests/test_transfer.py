@@ -11,7 +11,7 @@ from torch import nn
 import conformance
 from conformance import ConversionError
 from conformance.pair import randomize_keras, randomize_torch
-from tests.helpers import inputs, keras_snapshot, same_weights, torch_snapshot
+from helpers import inputs, keras_snapshot, same_weights, torch_snapshot
 
 
 def test_single_conv_layer_both_ways_and_round_trip() -> None:
