@@ -9,7 +9,7 @@ appear at the same positions on both sides; infinities must match exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,11 @@ class Comparison:
     torch_value: float | None = None
     keras_value: float | None = None
     problem: str | None = None           # shape, dtype or NaN mismatch, in words
+    output: int | None = None            # which output holds the worst element, for several outputs
     torch_output: np.ndarray | None = field(default=None, repr=False)
     keras_output: np.ndarray | None = field(default=None, repr=False)
+    torch_outputs: list[np.ndarray] | None = field(default=None, repr=False)   # every output, in order
+    keras_outputs: list[np.ndarray] | None = field(default=None, repr=False)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -44,6 +47,8 @@ class Comparison:
         text = (f"{verdict}: max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g}, "
                 f"allowed {self.allowed_error:.3g} at the worst element (atol {self.tolerance.atol:.3g}, "
                 f"rtol {self.tolerance.rtol:.3g}), headroom {self.headroom:.3g}")
+        if self.output is not None:
+            text += f"; worst in output {self.output}"
         if self.worst_index is not None:
             text += f"; worst at index {self.worst_index}: torch {self.torch_value!r}, keras {self.keras_value!r}"
         return text
@@ -126,24 +131,58 @@ def default_tolerance(torch_model: Any) -> Tolerance:
     return Tolerance.reduction(fan_in)
 
 
+def _flatten_outputs(value: Any) -> list[np.ndarray]:
+    """Nested tuples, lists and dicts of outputs, in order; ``None`` entries are dropped."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [a for key in value for a in _flatten_outputs(value[key])]
+    if isinstance(value, list | tuple):
+        return [a for item in value for a in _flatten_outputs(item)]
+    return [_to_numpy(value)]
+
+
+def _combine(parts: list[Comparison]) -> Comparison:
+    """Several outputs judged as one: all must pass; the worst output is the one reported."""
+    worst_at = max(range(len(parts)), key=lambda i: parts[i].headroom)
+    worst = parts[worst_at]
+    return replace(worst, passed=all(p.passed for p in parts),
+                   max_abs_error=max(p.max_abs_error for p in parts),
+                   max_rel_error=max(p.max_rel_error for p in parts),
+                   output=worst_at, problem=next((f"output {i}: {p.problem}" for i, p in enumerate(parts)
+                                                  if p.problem), None),
+                   torch_outputs=[p.torch_output for p in parts], keras_outputs=[p.keras_output for p in parts])
+
+
 def compare(torch_model: Any, keras_model: Any, inputs: Any, *, tolerance: Tolerance | None = None,
             channels_last: bool | None = None) -> Comparison:
     """Run both models on ``inputs`` (PyTorch layout, batch first) and compare element-wise.
 
-    Inputs move to channels-last for Keras when the Keras model expects it (``channels_last``
-    overrides the guess); Keras outputs move back before comparing. Both models run in
-    inference mode.
+    ``inputs`` is one array or tensor, or a list/tuple of them for models with several inputs.
+    Float inputs move to channels-last for Keras when the Keras model expects it
+    (``channels_last`` overrides the guess); Keras outputs move back before comparing. Models
+    with several outputs (nested tuples in torch, lists in Keras) are compared output by output
+    in order. Both models run in inference mode.
     """
     import torch
 
-    x = _to_numpy(inputs).astype(np.float32, copy=False)
+    arrays = [_to_numpy(v) for v in (inputs if isinstance(inputs, list | tuple) else [inputs])]
+    arrays = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays]
     tolerance = tolerance or default_tolerance(torch_model)
-    to_last = _keras_input_is_channels_last(keras_model, x.shape) if channels_last is None else channels_last
+    first = arrays[0]
+    to_last = _keras_input_is_channels_last(keras_model, first.shape) if channels_last is None else channels_last
     torch_model.eval()
     with torch.no_grad():
-        torch_out = _to_numpy(torch_model(torch.from_numpy(np.ascontiguousarray(x))))
-    keras_in = _move_channels(x, to_last=True) if to_last else x
-    keras_out = _to_numpy(keras_model(keras_in, training=False))
-    if to_last and keras_out.ndim >= 3 and keras_out.ndim == x.ndim:
-        keras_out = _move_channels(keras_out, to_last=False)
-    return compare_arrays(torch_out, keras_out, tolerance)
+        torch_out = torch_model(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+    keras_in = [_move_channels(a, to_last=True) if to_last and a.dtype.kind == "f" else a for a in arrays]
+    keras_out = keras_model(keras_in[0] if len(keras_in) == 1 else keras_in, training=False)
+    torch_list, keras_list = _flatten_outputs(torch_out), _flatten_outputs(keras_out)
+    if len(torch_list) != len(keras_list):
+        return Comparison(False, math.inf, math.inf, tolerance, math.inf, 0.0,
+                          problem=f"torch returned {len(torch_list)} outputs, keras {len(keras_list)}")
+    parts = []
+    for t, k in zip(torch_list, keras_list, strict=True):
+        if to_last and k.ndim >= 3 and k.ndim == first.ndim:
+            k = _move_channels(k, to_last=False)
+        parts.append(compare_arrays(t, k, tolerance))
+    return parts[0] if len(parts) == 1 else _combine(parts)

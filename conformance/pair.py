@@ -34,11 +34,17 @@ class Pair:
     def keras_input_shape(self) -> tuple[int, ...]:
         return channels_last(self.input_shape) if self.channels_last else self.input_shape
 
-    def sample_input(self, seed: int, batch: int = 2) -> np.ndarray:
-        """Seeded inputs, uniform over the family's input range, in PyTorch's layout."""
-        low, high = self.family.input_range
+    def sample_inputs(self, seed: int, batch: int = 2) -> tuple[np.ndarray, ...]:
+        """Seeded inputs in PyTorch's layout: uniform over the family's input range by default."""
         rng = np.random.default_rng(seed)
-        return rng.uniform(low, high, size=(batch, *self.input_shape)).astype(np.float32)
+        if self.family.make_inputs is not None:
+            return tuple(self.family.make_inputs(self.params, rng, batch))
+        low, high = self.family.input_range
+        return (rng.uniform(low, high, size=(batch, *self.input_shape)).astype(np.float32),)
+
+    def sample_input(self, seed: int, batch: int = 2) -> np.ndarray:
+        """The first (usually the only) seeded input."""
+        return self.sample_inputs(seed, batch)[0]
 
 
 def build_pair(family: str, **params: Any) -> Pair:
@@ -58,13 +64,19 @@ def build_pair(family: str, **params: Any) -> Pair:
     import keras
     pair = Pair(spec, normalised, torch_module, None)
     try:
-        inputs = keras.Input(pair.keras_input_shape)
-        pair.keras = keras.Model(inputs, spec.build_keras(normalised, inputs), name=family)
+        examples = pair.sample_inputs(0, 1)
+        inputs = [keras.Input(_keras_shape(pair, x.shape[1:]), dtype=str(x.dtype)) for x in examples]
+        feed = inputs[0] if len(inputs) == 1 else inputs
+        pair.keras = keras.Model(feed, spec.build_keras(normalised, feed), name=family)
     except UnsupportedError:
         raise
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise UnsupportedError(f"Keras rejected the layers built for {family} {normalised}: {exc}") from None
     return pair
+
+
+def _keras_shape(pair: Pair, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return channels_last(shape) if pair.channels_last and len(shape) >= 2 else tuple(shape)
 
 
 # ---- seeded weights: non-trivial running statistics, positive variances

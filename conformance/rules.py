@@ -62,9 +62,25 @@ class Converter:
     rules: Callable[[Any, Any, Context], list[WeightRule]]
     check: Callable[[Any, Any], str | None] | None = None
     ignore_torch: tuple[str, ...] = ()   # state_dict keys that Keras has no place for
+    # A pair may span several units: a separable convolution is two torch convolutions and one
+    # Keras layer; a 2-layer LSTM is one torch module and two Keras layers. Spanned units are
+    # passed to ``rules`` and ``check`` as tuples, and their weights are named "0.weight",
+    # "1.weight" (torch) and "0/kernel", "1/kernel" (Keras).
+    torch_span: int = 1
+    keras_span: Callable[[Any], int] | None = None      # from the first torch module
 
-    def matches(self, module: Any, layer: Any) -> bool:
-        return _is_a(module, self.torch_types, "torch") and _is_a(layer, self.keras_types, "keras")
+    def matches(self, modules: list[Any], layers: list[Any]) -> tuple[int, int] | None:
+        """How many torch modules and Keras layers this converter takes from the heads of the lists."""
+        if not modules or not _is_a(modules[0], self.torch_types, "torch"):
+            return None
+        n_torch = self.torch_span
+        n_keras = self.keras_span(modules[0]) if self.keras_span else 1
+        if len(modules) < n_torch or len(layers) < n_keras:
+            return None
+        if all(_is_a(m, self.torch_types, "torch") for m in modules[:n_torch]) and all(
+                _is_a(layer, self.keras_types, "keras") for layer in layers[:n_keras]):
+            return n_torch, n_keras
+        return None
 
     def claims_torch(self, module: Any) -> bool:
         return _is_a(module, self.torch_types, "torch")

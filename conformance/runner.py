@@ -191,26 +191,31 @@ def _run(case: Case, direction: str, result: CaseResult) -> None:
     result.mapping = [asdict(row) for row in mapping]
 
     tolerance = case.tolerance or pair.family.tolerance(pair.params)
-    x = pair.sample_input(case.seed, case.batch)
+    inputs = pair.sample_inputs(case.seed, case.batch)
     clock = time.perf_counter()
-    comparison = compare(pair.torch, pair.keras, x, tolerance=tolerance, channels_last=pair.channels_last)
+    comparison = compare(pair.torch, pair.keras, list(inputs), tolerance=tolerance,
+                         channels_last=pair.channels_last)
     result.timings["compare"] = time.perf_counter() - clock
     result.tolerance = {"atol": tolerance.atol, "rtol": tolerance.rtol, "reason": tolerance.reason}
     result.max_abs_error, result.max_rel_error = comparison.max_abs_error, comparison.max_rel_error
     result.allowed_error, result.headroom = comparison.allowed_error, comparison.headroom
     if comparison.worst_index is not None:
         result.worst = {"index": list(comparison.worst_index), "torch": comparison.torch_value,
-                        "keras": comparison.keras_value}
+                        "keras": comparison.keras_value, "output": comparison.output}
     if comparison.problem:
         result.message = comparison.problem
         return
     if pair.family.reference is not None:
         weights = {k: v.detach().double().numpy() for k, v in pair.torch.state_dict().items()
                    if v.is_floating_point()}
-        expected = pair.family.reference(x.astype(np.float64), weights, pair.params)
+        x64 = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs)
+        expected = pair.family.reference(x64[0] if len(x64) == 1 else x64, weights, pair.params)
+        expected_list = list(expected) if isinstance(expected, list | tuple) else [expected]
+        torch_list = comparison.torch_outputs or [comparison.torch_output]
+        keras_list = comparison.keras_outputs or [comparison.keras_output]
         result.reference_error = {
-            "torch": _distance(comparison.torch_output, expected),
-            "keras": _distance(comparison.keras_output, expected),
+            "torch": max(_distance(a, e) for a, e in zip(torch_list, expected_list, strict=False)),
+            "keras": max(_distance(a, e) for a, e in zip(keras_list, expected_list, strict=False)),
         }
 
 

@@ -128,11 +128,26 @@ def _describe(unit: _TorchUnit | _KerasUnit) -> str:
     return f"{side} {type(obj).__name__} '{unit.name}'"
 
 
-def _converter_for(t: _TorchUnit, k: _KerasUnit, index: int) -> Converter:
+def _converter_for(t_units: list[_TorchUnit], k_units: list[_KerasUnit], index: int
+                   ) -> tuple[Converter, int, int]:
+    modules, layers = [u.module for u in t_units], [u.layer for u in k_units]
     for converter in converters():
-        if converter.matches(t.module, k.layer):
-            return converter
-    raise ConversionError(f"layer pair #{index + 1}: {_describe(t)} does not correspond to {_describe(k)}")
+        span = converter.matches(modules, layers)
+        if span is not None:
+            return converter, *span
+    raise ConversionError(f"layer pair #{index + 1}: {_describe(t_units[0])} does not correspond to "
+                          f"{_describe(k_units[0])}")
+
+
+def _joined(units: list[Any], side: str) -> tuple[Any, dict[str, Any], str]:
+    """One unit as itself; several as a tuple, with their weights prefixed by position."""
+    objects = [u.module if side == "torch" else u.layer for u in units]
+    weights = [dict(o.state_dict(keep_vars=True)) if side == "torch" else _keras_variables(o) for o in objects]
+    name = "+".join(u.name for u in units)
+    if len(units) == 1:
+        return objects[0], weights[0], name
+    sep = "." if side == "torch" else "/"
+    return tuple(objects), {f"{i}{sep}{k}": v for i, w in enumerate(weights) for k, v in w.items()}, name
 
 
 def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any, np.ndarray, MappingRow]]:
@@ -140,30 +155,33 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any,
     t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
     context = Context(keras_links=nested_inputs(keras_model))
     writes: list[tuple[Any, np.ndarray, MappingRow]] = []
-    for index, (t, k) in enumerate(zip(t_units, k_units, strict=False)):
-        converter = _converter_for(t, k, index)
-        where = f"layer pair #{index + 1} ({_describe(t)} <-> {_describe(k)})"
+    i = j = pair = 0
+    while i < len(t_units) and j < len(k_units):
+        converter, n_torch, n_keras = _converter_for(t_units[i:], k_units[j:], pair)
+        t_span, k_span = t_units[i:i + n_torch], k_units[j:j + n_keras]
+        module, tensors, t_name = _joined(t_span, "torch")
+        layer, variables, k_name = _joined(k_span, "keras")
+        where = f"layer pair #{pair + 1} ({_describe(t_span[0])} <-> {_describe(k_span[0])})"
         if converter.check is not None:
-            problem = converter.check(t.module, k.layer)
+            problem = converter.check(module, layer)
             if problem:
                 raise ConversionError(f"{where}: configured differently: {problem}")
-        tensors = dict(t.module.state_dict(keep_vars=True))
-        variables = _keras_variables(k.layer)
         if not variables:
             raise ConversionError(f"{where}: the Keras layer has no weights yet; build the model "
                                   "(keras.Input, or call it once) before transferring")
-        rules = converter.rules(t.module, k.layer, context)
+        rules = converter.rules(module, layer, context)
         for rule in rules:
-            writes.extend(_plan_rule(rule, t.name, k.name, tensors, variables, to_keras, where))
-        left_torch = set(tensors) - {r.torch for r in rules} - set(converter.ignore_torch)
+            writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where))
+        ignored = {k for k in tensors if k.split(".")[-1] in converter.ignore_torch}
+        left_torch = set(tensors) - {r.torch for r in rules} - ignored
         left_keras = set(variables) - {r.keras for r in rules}
         if left_torch or left_keras:
             raise ConversionError(f"{where}: weights with no rule: torch {sorted(left_torch)}, "
                                   f"keras {sorted(left_keras)}")
-    if len(t_units) != len(k_units):
-        index = min(len(t_units), len(k_units))
-        extra = t_units[index] if len(t_units) > index else k_units[index]
-        raise ConversionError(f"layer pair #{index + 1}: {_describe(extra)} has no counterpart: the torch model "
+        i, j, pair = i + n_torch, j + n_keras, pair + 1
+    if i < len(t_units) or j < len(k_units):
+        extra = t_units[i] if i < len(t_units) else k_units[j]
+        raise ConversionError(f"layer pair #{pair + 1}: {_describe(extra)} has no counterpart: the torch model "
                               f"has {len(t_units)} weighted layers and the keras model {len(k_units)}")
     return writes
 

@@ -1,26 +1,33 @@
 """The registry of layer families and weight converters, gathered from the family modules.
 
 To add a family, write one module here that defines ``FAMILIES`` (and ``CONVERTERS`` if the
-layer has weights), add it to ``_MODULES``, and add a case file under ``cases/``.
+layer has weights) and a case file under ``cases/``. Modules are discovered, so nothing else
+needs editing. Converters are tried in module order, then in the order each module lists them.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from functools import cache
 
 from ..errors import CaseError
 from ..rules import Converter
 from .base import Family
 
-_MODULES = ("conv", "dense", "norm", "pool", "activation")
+_NOT_FAMILIES = {"base"}
+
+
+def _modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_FAMILIES
+                  and not m.name.startswith("_"))
 
 
 @cache
 def _load() -> tuple[dict[str, Family], tuple[Converter, ...]]:
     families: dict[str, Family] = {}
     converters: list[Converter] = []
-    for name in _MODULES:
+    for name in _modules():
         module = importlib.import_module(f"{__name__}.{name}")
         for family in module.FAMILIES:
             if family.name in families:

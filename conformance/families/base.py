@@ -163,6 +163,9 @@ class Family:
     check: Callable[[Params], None] | None = None   # raises CaseError(field=...) for invalid combos
     reference: Reference | None = None
     input_range: tuple[float, float] = (-1.0, 1.0)
+    # Families with several or non-float inputs (attention, embedding) make their own, in torch
+    # layout: (params, rng, batch) -> one array per model input.
+    make_inputs: Callable[[Params, np.random.Generator, int], tuple[np.ndarray, ...]] | None = None
     weight_layouts: Mapping[str, str] = field(default_factory=dict)  # for docs: torch name -> rule
 
     def normalise(self, raw: Params) -> dict[str, Any]:
