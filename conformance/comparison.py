@@ -58,20 +58,23 @@ def compare_arrays(torch_out: np.ndarray, keras_out: np.ndarray, tolerance: Tole
     """Compare two arrays already in the same (PyTorch) layout."""
     t = np.asarray(torch_out)
     k = np.asarray(keras_out)
-    base = dict(tolerance=tolerance, torch_output=t, keras_output=k)
+
+    def result(**fields: Any) -> Comparison:
+        return Comparison(tolerance=tolerance, torch_output=t, keras_output=k, **fields)
+
     if t.shape != k.shape:
-        return Comparison(False, math.inf, math.inf, headroom=math.inf, allowed_error=0.0,
-                          problem=f"output shapes differ: torch {t.shape}, keras {k.shape}", **base)
+        return result(passed=False, max_abs_error=math.inf, max_rel_error=math.inf, headroom=math.inf,
+                      allowed_error=0.0, problem=f"output shapes differ: torch {t.shape}, keras {k.shape}")
     if t.size == 0:
-        return Comparison(True, 0.0, 0.0, headroom=0.0, allowed_error=tolerance.atol, **base)
+        return result(passed=True, max_abs_error=0.0, max_rel_error=0.0, headroom=0.0, allowed_error=tolerance.atol)
     t64, k64 = t.astype(np.float64), k.astype(np.float64)
     t_nan, k_nan = np.isnan(t64), np.isnan(k64)
     if (t_nan != k_nan).any():
         index = tuple(int(i) for i in np.argwhere(t_nan != k_nan)[0])
-        return Comparison(False, math.inf, math.inf, headroom=math.inf, allowed_error=0.0, worst_index=index,
-                          torch_value=float(t64[index]), keras_value=float(k64[index]),
-                          problem=f"NaN at index {index} on one side only: torch {t64[index]}, keras {k64[index]}",
-                          **base)
+        return result(passed=False, max_abs_error=math.inf, max_rel_error=math.inf, headroom=math.inf,
+                      allowed_error=0.0, worst_index=index, torch_value=float(t64[index]),
+                      keras_value=float(k64[index]),
+                      problem=f"NaN at index {index} on one side only: torch {t64[index]}, keras {k64[index]}")
     both = ~t_nan
     same_inf = np.isinf(t64) & (t64 == k64)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -82,10 +85,9 @@ def compare_arrays(torch_out: np.ndarray, keras_out: np.ndarray, tolerance: Tole
     flat = int(np.argmax(ratio))
     index = tuple(int(i) for i in np.unravel_index(flat, t.shape))
     headroom = float(ratio.flat[flat])
-    return Comparison(
-        passed=bool(headroom <= 1.0), max_abs_error=float(diff.max()), max_rel_error=float(rel.max()),
-        headroom=headroom, allowed_error=float(allowed.flat[flat]), worst_index=index,
-        torch_value=float(t64[index]), keras_value=float(k64[index]), **base)
+    return result(passed=bool(headroom <= 1.0), max_abs_error=float(diff.max()), max_rel_error=float(rel.max()),
+                  headroom=headroom, allowed_error=float(allowed.flat[flat]), worst_index=index,
+                  torch_value=float(t64[index]), keras_value=float(k64[index]))
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -117,9 +119,8 @@ def _keras_input_is_channels_last(keras_model: Any, shape: tuple[int, ...]) -> b
         return False
     if fits(moved) and not fits(same):
         return True
-    if fits(same) and not fits(moved):
-        return False
-    return True   # ambiguous or undeclared (square C == H == W): the suite's convention is channels-last
+    # ambiguous (square C == H == W) or undeclared: the suite's convention is channels-last
+    return not (fits(same) and not fits(moved))
 
 
 def default_tolerance(torch_model: Any) -> Tolerance:
@@ -151,7 +152,8 @@ def _combine(parts: list[Comparison]) -> Comparison:
                    max_rel_error=max(p.max_rel_error for p in parts),
                    output=worst_at, problem=next((f"output {i}: {p.problem}" for i, p in enumerate(parts)
                                                   if p.problem), None),
-                   torch_outputs=[p.torch_output for p in parts], keras_outputs=[p.keras_output for p in parts])
+                   torch_outputs=[p.torch_output for p in parts if p.torch_output is not None],
+                   keras_outputs=[p.keras_output for p in parts if p.keras_output is not None])
 
 
 def compare(torch_model: Any, keras_model: Any, inputs: Any, *, tolerance: Tolerance | None = None,

@@ -7,13 +7,13 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers import inputs
 from torch import nn
 
 import conformance
 from conformance.comparison import compare_arrays, default_tolerance
 from conformance.families.base import Tolerance
 from conformance.pair import randomize_torch
-from helpers import inputs
 
 TOL = Tolerance(1e-5, 1e-4, "test")
 

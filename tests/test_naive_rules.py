@@ -13,11 +13,11 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from helpers import inputs
 
 import conformance
 from conformance.families import get_family
 from conformance.pair import randomize_torch
-from helpers import inputs
 
 L = keras.layers
 

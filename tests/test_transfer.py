@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import torch
+from helpers import inputs, keras_snapshot, same_weights, torch_snapshot
 from torch import nn
 
 import conformance
 from conformance import ConversionError
 from conformance.pair import randomize_keras, randomize_torch
-from helpers import inputs, keras_snapshot, same_weights, torch_snapshot
 
 
 def test_single_conv_layer_both_ways_and_round_trip() -> None:

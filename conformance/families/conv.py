@@ -15,8 +15,7 @@ from typing import Any
 
 from .. import reference
 from ..rules import Context, Converter, WeightRule, depthwise_layout, kernel_layout
-from .base import (Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, padding,
-                   shape)
+from .base import Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, padding, shape
 
 
 def _params(n: int) -> dict[str, Param]:

@@ -20,8 +20,7 @@ from typing import Any
 
 from .. import reference
 from ..errors import UnsupportedError
-from .base import (Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, optional,
-                   shape)
+from .base import Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, optional, shape
 
 
 def pool_output_length(length: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -53,7 +52,7 @@ class _Geometry:
 
 def _check_pool(p: Params, dilation: tuple[int, ...]) -> None:
     if len(p["input_shape"]) == 4 and "count_include_pad" in p and any(
-            L < k for L, k in zip(p["input_shape"][1:], p["kernel_size"], strict=True)):
+            k > L for L, k in zip(p["input_shape"][1:], p["kernel_size"], strict=True)):
         raise invalid("input_shape", "PyTorch's AvgPool3d refuses an input smaller than the kernel")
     for k, q in zip(p["kernel_size"], p["padding"], strict=True):
         if 2 * q > k:
