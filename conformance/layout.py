@@ -60,6 +60,22 @@ def _parse_side(text: str, rule: str) -> _Side:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """A layout rule resolved for one shape: reshape to ``elementary``, transpose by ``perm``, reshape to ``result``."""
+
+    elementary: tuple[int, ...]
+    perm: tuple[int, ...]
+    result: tuple[int, ...]
+
+    @property
+    def transposes(self) -> bool:
+        return self.perm != tuple(range(len(self.perm)))
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        return array.reshape(self.elementary).transpose(self.perm).reshape(self.result)
+
+
+@dataclass(frozen=True)
 class Layout:
     """A parsed, invertible layout rule. ``Layout("O I H W -> H W I O").apply(kernel)``."""
 
@@ -106,41 +122,51 @@ class Layout:
         """The left side's shape for the given elementary axis sizes."""
         return tuple(math.prod(sizes[n] for n in axis) for axis in self._sides[0])
 
-    def apply(self, array: np.ndarray, **sizes: int) -> np.ndarray:
-        """Rearrange ``array`` from the left side's layout to the right side's.
+    def plan(self, shape: tuple[int, ...], **sizes: int) -> Plan:
+        """The reshape, transpose and reshape that take an array of ``shape`` through this rule.
 
         ``sizes`` gives the size of elementary axes that a group on the left cannot determine
-        on its own, e.g. ``M=2`` for ``(C M) 1 H W``.
+        on its own, e.g. ``M=2`` for ``(C M) 1 H W``. Any array library can apply the plan.
         """
         left, right = self._sides
-        if array.ndim != len(left):
-            raise LayoutError(f"layout rule {self.text!r} expects a rank-{len(left)} array, "
-                              f"got shape {tuple(array.shape)}")
+        if len(shape) != len(left):
+            raise LayoutError(f"layout rule {self.text!r} expects a rank-{len(left)} array, got shape {tuple(shape)}")
         known = dict(sizes)
-        for axis, extent in zip(left, array.shape, strict=True):
+        for axis, extent in zip(left, shape, strict=True):
             if not axis:
                 if extent != 1:
                     raise LayoutError(f"layout rule {self.text!r}: axis '1' has size {extent}")
                 continue
             unknown = [n for n in axis if n not in known]
             product = math.prod(known[n] for n in axis if n in known)
+            group = "(" + " ".join(axis) + ")"
             if len(unknown) > 1:
-                raise LayoutError(f"layout rule {self.text!r}: give the size of {unknown[1:]} to split "
-                                  f"{'(' + ' '.join(axis) + ')'}")
+                raise LayoutError(f"layout rule {self.text!r}: give the size of {unknown[1:]} to split {group}")
             if unknown:
                 if product == 0 or extent % product:
-                    raise LayoutError(f"layout rule {self.text!r}: cannot split size {extent} "
-                                      f"into {'(' + ' '.join(axis) + ')'} with {sizes}")
+                    raise LayoutError(f"layout rule {self.text!r}: cannot split size {extent} into {group} "
+                                      f"with {sizes}")
                 known[unknown[0]] = extent // product
             elif product != extent:
                 raise LayoutError(f"layout rule {self.text!r}: axis {' '.join(axis)} has size {extent}, "
                                   f"expected {product}")
         order = [n for axis in left for n in axis]
-        elementary = array.reshape([known[n] for n in order])
         target = [n for axis in right for n in axis]
-        moved = elementary.transpose([order.index(n) for n in target])
-        shape = [math.prod(known[n] for n in axis) for axis in right]
-        return moved.reshape(shape)
+        # Merge runs of axes that stay adjacent and in order (H W in O I H W -> H W I O): a
+        # lower-rank transpose moves the same bytes faster.
+        runs: list[list[str]] = []
+        for name in order:
+            if runs and target.index(name) == target.index(runs[-1][-1]) + 1:
+                runs[-1].append(name)
+            else:
+                runs.append([name])
+        heads = sorted(runs, key=lambda run: target.index(run[0]))
+        return Plan(tuple(math.prod(known[n] for n in run) for run in runs), tuple(runs.index(r) for r in heads),
+                    tuple(math.prod(known[n] for n in axis) for axis in right))
+
+    def apply(self, array: np.ndarray, **sizes: int) -> np.ndarray:
+        """Rearrange ``array`` from the left side's layout to the right side's (a view where NumPy can)."""
+        return self.plan(tuple(array.shape), **sizes).apply(array)
 
     def invert(self, array: np.ndarray, **sizes: int) -> np.ndarray:
         """The exact inverse of :meth:`apply`."""

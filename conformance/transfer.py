@@ -17,7 +17,9 @@ import numpy as np
 
 from .errors import ConversionError
 from .families import converters
+from .fastcopy import write_keras, write_torch
 from .keras_graph import nested_inputs
+from .layout import Plan
 from .rules import Context, Converter, WeightRule
 
 
@@ -150,11 +152,11 @@ def _joined(units: list[Any], side: str) -> tuple[Any, dict[str, Any], str]:
     return tuple(objects), {f"{i}{sep}{k}": v for i, w in enumerate(weights) for k, v in w.items()}, name
 
 
-def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any, np.ndarray, MappingRow]]:
+def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[_Write]:
     """Every write the transfer will make, computed and checked before any is made."""
     t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
     context = Context(keras_links=nested_inputs(keras_model))
-    writes: list[tuple[Any, np.ndarray, MappingRow]] = []
+    writes: list[_Write] = []
     i = j = pair = 0
     while i < len(t_units) and j < len(k_units):
         converter, n_torch, n_keras = _converter_for(t_units[i:], k_units[j:], pair)
@@ -186,8 +188,24 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[tuple[Any,
     return writes
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One planned write: either a pure rearrangement (``plan``) or a value computed ahead (``value``)."""
+
+    destination: Any
+    source: Any
+    plan: Plan | None
+    value: np.ndarray | None
+    row: MappingRow
+
+
+def _is_rearrangement(rule: WeightRule) -> bool:
+    """Rules that only move data can take the fast path; others compute their values with NumPy."""
+    return type(rule).to_keras is WeightRule.to_keras and type(rule).to_torch is WeightRule.to_torch
+
+
 def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, Any], variables: dict[str, Any],
-               to_keras: bool, where: str) -> list[tuple[Any, np.ndarray, MappingRow]]:
+               to_keras: bool, where: str) -> list[_Write]:
     tensor, variable = tensors.get(rule.torch), variables.get(rule.keras)
     if tensor is None and variable is None and rule.optional:
         return []
@@ -198,22 +216,29 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
                               f"'{rule.keras if tensor is not None else rule.torch}' (bias or affine settings differ)")
     t_shape, k_shape = tuple(tensor.shape), tuple(variable.shape)
     t_label, k_label = f"{t_name}.{rule.torch}", f"{k_name}/{rule.keras}"
+    if to_keras:
+        source, target, row = (rule.torch, t_shape), (rule.keras, k_shape), \
+            MappingRow(t_label, k_label, t_shape, k_shape, rule.describe())
+    else:
+        source, target, row = (rule.keras, k_shape), (rule.torch, t_shape), \
+            MappingRow(k_label, t_label, k_shape, t_shape, rule.describe())
+    plan, value = None, None
     try:
-        if to_keras:
-            value = rule.to_keras(tensor.detach().cpu().numpy())
-            target_shape, row = k_shape, MappingRow(t_label, k_label, t_shape, k_shape, rule.describe())
+        if _is_rearrangement(rule):
+            layout = None if rule.layout is None else rule.layout if to_keras else rule.layout.inverse
+            plan = None if layout is None else layout.plan(source[1], **rule.sizes)
+            result = source[1] if plan is None else plan.result
         else:
-            value = rule.to_torch(np.asarray(variable.numpy()))
-            target_shape, row = t_shape, MappingRow(k_label, t_label, k_shape, t_shape, rule.describe())
+            value = (rule.to_keras(tensor.detach().cpu().numpy()) if to_keras
+                     else rule.to_torch(np.asarray(variable.numpy())))
+            result = tuple(value.shape)
     except ValueError as exc:
         raise ConversionError(f"{where}: {rule.torch} {t_shape} and {rule.keras} {k_shape} do not fit "
                               f"the rule {rule.describe()}: {exc}") from None
-    if tuple(value.shape) != target_shape:
-        source, target = ((rule.torch, t_shape), (rule.keras, k_shape)) if to_keras else \
-            ((rule.keras, k_shape), (rule.torch, t_shape))
-        raise ConversionError(f"{where}: {source[0]} {source[1]} becomes {tuple(value.shape)} under "
+    if tuple(result) != target[1]:
+        raise ConversionError(f"{where}: {source[0]} {source[1]} becomes {tuple(result)} under "
                               f"{rule.describe()}, but {target[0]} is {target[1]}")
-    return [(variable if to_keras else tensor, value, row)]
+    return [_Write(variable if to_keras else tensor, tensor if to_keras else variable, plan, value, row)]
 
 
 def transfer_weights(src: Any, dst: Any) -> TransferReport:
@@ -230,12 +255,22 @@ def transfer_weights(src: Any, dst: Any) -> TransferReport:
         raise ConversionError(f"transfer_weights needs one torch.nn.Module and one keras.Model, got "
                               f"{type(src).__name__} and {type(dst).__name__}")
     writes = _plan(torch_model, keras_model, to_keras)
+    import torch
+    with torch.no_grad():
+        for write in writes:
+            if write.value is not None:
+                _write_value(write, to_keras)
+            elif to_keras:
+                write_keras(write.destination, write.source, write.plan)
+            else:
+                write_torch(write.destination, write.source, write.plan)
+    return TransferReport("torch->keras" if to_keras else "keras->torch", tuple(w.row for w in writes))
+
+
+def _write_value(write: _Write, to_keras: bool) -> None:
+    import torch
+    assert write.value is not None
     if to_keras:
-        for variable, value, _ in writes:
-            variable.assign(value.astype(variable.dtype, copy=False))
+        write.destination.assign(np.ascontiguousarray(write.value, dtype=write.destination.dtype))
     else:
-        import torch
-        with torch.no_grad():
-            for tensor, value, _ in writes:
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
-    return TransferReport("torch->keras" if to_keras else "keras->torch", tuple(row for _, _, row in writes))
+        write.destination.copy_(torch.from_numpy(np.ascontiguousarray(write.value)))

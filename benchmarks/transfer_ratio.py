@@ -1,0 +1,77 @@
+"""How long transfer_weights takes on >= 100 MB models, as a ratio to a memcpy of the same bytes.
+
+The physical limit is one read and one write of every byte, which is what a memcpy does. Both
+are timed in this process, best of several runs, so the ratio does not depend on the machine's
+speed. Run: python benchmarks/transfer_ratio.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch  # torch before TensorFlow: the other order has crashed
+
+# isort: split
+import keras
+
+import conformance
+
+
+def dense_stack(width: int = 2900, depth: int = 4) -> tuple[torch.nn.Module, keras.Model]:
+    layers: list[torch.nn.Module] = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    model = keras.Sequential([keras.Input((width,))] + [keras.layers.Dense(width, activation="relu")
+                                                        for _ in range(depth)])
+    return torch.nn.Sequential(*layers), model
+
+
+def conv_stack(channels: int = 512, depth: int = 11) -> tuple[torch.nn.Module, keras.Model]:
+    layers: list[torch.nn.Module] = []
+    for _ in range(depth):
+        layers += [torch.nn.Conv2d(channels, channels, 3, padding=1), torch.nn.ReLU()]
+    model = keras.Sequential([keras.Input((8, 8, channels))] + [keras.layers.Conv2D(channels, 3, padding="same",
+                                                                                     activation="relu")
+                                                                for _ in range(depth)])
+    return torch.nn.Sequential(*layers), model
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(name: str, torch_model: torch.nn.Module, keras_model: keras.Model, repeat: int) -> None:
+    tensors = [p.detach().numpy() for p in torch_model.state_dict().values()]
+    total = sum(t.nbytes for t in tensors)
+    targets = [np.empty_like(t) for t in tensors]
+
+    def memcpy() -> None:
+        for src, dst in zip(tensors, targets, strict=True):
+            np.copyto(dst, src)
+
+    copy = best_of(memcpy, repeat)
+    forward = best_of(lambda: conformance.transfer_weights(torch_model, keras_model), repeat)
+    backward = best_of(lambda: conformance.transfer_weights(keras_model, torch_model), repeat)
+    print(f"{name}: {total / 1e6:.0f} MB; memcpy {copy * 1e3:.1f} ms; "
+          f"torch->keras {forward * 1e3:.1f} ms ({forward / copy:.2f}x memcpy); "
+          f"keras->torch {backward * 1e3:.1f} ms ({backward / copy:.2f}x memcpy)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    measure("dense stack", *dense_stack(), repeat=args.repeat)
+    measure("conv stack", *conv_stack(), repeat=args.repeat)
+
+
+if __name__ == "__main__":
+    main()
