@@ -22,6 +22,7 @@ A case file is data. Its schema (every key optional unless marked):
     torch = ">=2.0"                    # optional version ranges
     tensorflow = ""
     keras = ""
+    keras_backend = "tensorflow"       # optional: only on this Keras backend
     reason = "..."                     # required
     link = "..."
 
@@ -46,7 +47,7 @@ from .layout import Layout, LayoutError
 DIRECTIONS = ("torch->keras", "keras->torch")
 _TOP_KEYS = {"family", "description", "dtype", "seed", "batch", "tier", "layout", "tolerance", "grid",
              "divergence"}
-_DIVERGENCE_KEYS = {"when", "direction", "torch", "tensorflow", "keras", "reason", "link"}
+_DIVERGENCE_KEYS = {"when", "direction", "torch", "tensorflow", "keras", "keras_backend", "reason", "link"}
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,19 @@ class Divergence:
     direction: str = "both"
     versions: Mapping[str, str] = field(default_factory=dict)   # package -> specifier set
     link: str = ""
+    keras_backend: str = ""                                      # "" for every backend
 
     def matches(self, params: Mapping[str, Any], direction: str) -> bool:
         if self.direction not in ("both", direction):
             return False
         return all(params.get(key) in values for key, values in self.when.items())
 
-    def applies_to(self, installed: Mapping[str, str]) -> bool:
-        """Whether the installed framework versions fall inside the recorded ranges."""
+    def applies_to(self, installed: Mapping[str, str], backend: str = "") -> bool:
+        """Whether the installed framework versions and the Keras backend fall inside the record."""
         from packaging.specifiers import SpecifierSet
         from packaging.version import Version
+        if self.keras_backend and backend and backend != self.keras_backend:
+            return False
         return all(package not in installed or Version(installed[package].split("+")[0]) in SpecifierSet(spec)
                    for package, spec in self.versions.items() if spec)
 
@@ -203,8 +207,12 @@ def _divergences(raw: Any, family: Family, file: str) -> tuple[Divergence, ...]:
                 raise CaseError(f"invalid version range {spec_text!r}", file=file,
                                 field=f"{where}.{package}") from None
             versions[package] = spec_text
+        backend = entry.get("keras_backend", "")
+        if backend not in ("", "tensorflow", "torch", "jax"):
+            raise CaseError(f"expected 'tensorflow', 'torch' or 'jax', got {backend!r}", file=file,
+                            field=f"{where}.keras_backend")
         records.append(Divergence(pattern, reason.strip(), direction, versions,
-                                  _expect(entry.get("link", ""), str, f"{where}.link", file, "a string")))
+                                  _expect(entry.get("link", ""), str, f"{where}.link", file, "a string"), backend))
     return tuple(records)
 
 

@@ -124,5 +124,6 @@ def divergence_records(cases: Iterable[Any]) -> list[dict[str, Any]]:
                 seen[id(record)] = {"family": case.family, "file": case.file,
                                     "when": {k: list(v) for k, v in record.when.items()},
                                     "direction": record.direction, "versions": dict(record.versions),
+                                    "keras_backend": record.keras_backend,
                                     "reason": record.reason, "link": record.link}
     return list(seen.values())

@@ -13,6 +13,7 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,12 @@ def _pair_for(case: Case) -> Any:
     return _PAIRS[case.id]
 
 
+def _keras_backend() -> str:
+    import keras
+    return str(keras.backend.backend())
+
+
+@cache
 def installed_versions() -> dict[str, str]:
     import importlib.metadata as md
     versions = {}
@@ -139,11 +146,11 @@ def run_case(case: Case, direction: str) -> CaseResult:
     result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
                         tier=case.tier)
     record = case.divergence_for(direction)
-    if record is not None and not record.applies_to(installed_versions()):
+    if record is not None and not record.applies_to(installed_versions(), _keras_backend()):
         record = None
     if record is not None:
         result.divergence = {"reason": record.reason, "link": record.link, "direction": record.direction,
-                             "versions": dict(record.versions)}
+                             "versions": dict(record.versions), "keras_backend": record.keras_backend}
     started = time.perf_counter()
     try:
         _run(case, direction, result)

@@ -112,6 +112,8 @@ exclude = [{ padding = "same", stride = 2 }]
      'reason = "r"\ntorch = "at least 2"', "divergence[0].torch", "invalid version range"),
     ('family = "relu"\n[[grid]]\ninput_shape = [[3]]\n[[divergence]]\nwhen = { input_shape = [[3]] }\n'
      'reason = "r"\ndirection = "sideways"', "divergence[0].direction", "'both'"),
+    ('family = "relu"\n[[grid]]\ninput_shape = [[3]]\n[[divergence]]\nwhen = { input_shape = [[3]] }\n'
+     'reason = "r"\nkeras_backend = "theano"', "divergence[0].keras_backend", "'tensorflow', 'torch' or 'jax'"),
 ])
 def test_bad_input_names_file_case_and_field(tmp_path: Path, text: str, field: str | None, fragment: str) -> None:
     error = error_for(tmp_path, text)

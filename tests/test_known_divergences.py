@@ -72,6 +72,22 @@ reason = "only on ancient TensorFlow"
     assert result.outcome == "error" and "record it as a [[divergence]]" in result.message
 
 
+def test_a_divergence_for_another_keras_backend_does_not_apply(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text("""
+family = "adaptive_avg_pool2d"
+[[grid]]
+output_size = [[5, 7]]
+input_shape = [[2, 12, 12]]
+[[divergence]]
+when = { output_size = [[5, 7]] }
+keras_backend = "jax"
+reason = "only on the JAX backend"
+""")
+    case = load_file(tmp_path / "a.toml")[0]
+    assert case.divergences[0].applies_to({}, "tensorflow") is False
+    assert case.divergences[0].applies_to({}, "jax") is True
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CASES.glob("*.toml")))
 def test_every_recorded_divergence_has_a_reason_and_matches_cases(name: str) -> None:
     cases = load_file(CASES / name)
