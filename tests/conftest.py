@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 import torch  # noqa: F401  (must be imported before tensorflow)
+
+# isort: split
+# Imported here, not first inside a test: pytester's in-process runs restore sys.modules afterwards,
+# and a TensorFlow dropped from sys.modules and imported again aborts the process.
+import keras  # noqa: F401
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=30, print_blob=True,
