@@ -10,17 +10,24 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _selected(case_id: str, family: str, expressions: Sequence[str]) -> bool:
-    """A case matches an expression when it is its family, a substring of its id, or a glob over it."""
+def _selected(case_id: str, family: str, expressions: Sequence[str], families: Collection[str] = ()) -> bool:
+    """A case matches an expression when it is its family, a substring of its id, or a glob over it.
+
+    An expression that names a family selects that family only: ``relu`` is not ``leaky_relu``.
+    """
     for expression in expressions:
-        if expression == family or expression in case_id:
+        if expression in families:
+            if expression == family:
+                return True
+            continue
+        if expression in case_id:
             return True
         if any(ch in expression for ch in "*?"):
             pattern = re.escape(expression).replace(r"\*", ".*").replace(r"\?", ".")
@@ -43,8 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for error in catalogue.errors:
         print(f"error: {error}", file=sys.stderr)
     expressions = [e.strip() for e in (args.select or "").split(",") if e.strip()]
+    families = {c.family for c in catalogue.cases}
     cases = [c for c in catalogue.cases
-             if (not expressions or _selected(c.id, c.family, expressions))
+             if (not expressions or _selected(c.id, c.family, expressions, families))
              and (args.extended or c.tier == "default" or expressions)]
     if not cases and not catalogue.errors:
         print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)

@@ -188,6 +188,15 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[_Write]:
     return writes
 
 
+def _label(unit_name: str, weight: str, sep: str) -> str:
+    """``features.0.weight``; for spanned units ("a+b", "1.weight") the weight's own unit: ``b.weight``."""
+    names = unit_name.split("+")
+    head, _, rest = weight.partition(sep)
+    if len(names) > 1 and head.isdigit() and int(head) < len(names):
+        return f"{names[int(head)]}{sep}{rest}"
+    return f"{unit_name}{sep}{weight}"
+
+
 @dataclass(frozen=True)
 class _Write:
     """One planned write: either a pure rearrangement (``plan``) or a value computed ahead (``value``)."""
@@ -215,7 +224,7 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
         raise ConversionError(f"{where}: {have} has '{name}' but {lack} has no "
                               f"'{rule.keras if tensor is not None else rule.torch}' (bias or affine settings differ)")
     t_shape, k_shape = tuple(tensor.shape), tuple(variable.shape)
-    t_label, k_label = f"{t_name}.{rule.torch}", f"{k_name}/{rule.keras}"
+    t_label, k_label = _label(t_name, rule.torch, "."), _label(k_name, rule.keras, "/")
     if to_keras:
         source, target, row = (rule.torch, t_shape), (rule.keras, k_shape), \
             MappingRow(t_label, k_label, t_shape, k_shape, rule.describe())
