@@ -23,8 +23,10 @@ class Pair:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """One sample's shape in PyTorch's layout."""
-        return tuple(self.params["input_shape"])
+        """One sample's shape in PyTorch's layout (of the first input, for families with several)."""
+        if "input_shape" in self.params:
+            return tuple(self.params["input_shape"])
+        return tuple(self.sample_inputs(0, 1)[0].shape[1:])
 
     @property
     def channels_last(self) -> bool:
