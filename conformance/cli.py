@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import conformance  # noqa: F401  (imports torch before tensorflow)
 
     from . import results as results_file
-    from .runner import run_case
+    from .runner import run_case, use_one_torch_thread
+    use_one_torch_thread()
     total = len(cases) * len(DIRECTIONS)
     print(f"conformance: {len(cases)} cases x {len(DIRECTIONS)} directions from {args.cases}")
     started = time.perf_counter()

@@ -99,7 +99,8 @@ class CaseItem(pytest.Item):
         self.direction = direction
 
     def runtest(self) -> None:
-        from .runner import run_case
+        from .runner import run_case, use_one_torch_thread
+        use_one_torch_thread()
         result = run_case(self.case, self.direction)
         self.config.stash[_RESULTS_KEY].append(result.to_json())
         if result.outcome == "divergence":

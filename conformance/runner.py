@@ -177,6 +177,16 @@ def run_case(case: Case, direction: str) -> CaseResult:
     return result
 
 
+def use_one_torch_thread() -> None:
+    """For catalogue runs: the cases are tiny, so torch's thread pool costs more than it saves,
+    and beside TensorFlow's own pool it oversubscribes the cores (measured: 3x slower per case on
+    2 busy cores). Called once by the CLI and the pytest plugin, not per case: resizing torch's
+    pool is itself slow."""
+    import torch
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def _run(case: Case, direction: str, result: CaseResult) -> None:
     from .comparison import compare
     from .pair import randomize_keras, randomize_torch
