@@ -174,3 +174,19 @@ def test_pytest_ids_and_k_selection(pytester: pytest.Pytester) -> None:
     lines = [line for line in result.stdout.lines if "::" in line]
     assert lines == ["cases/softmax.toml::softmax[dim-1-in3x4x5]::torch->keras",
                      "cases/softmax.toml::softmax[dim-1-in3x4x5]::keras->torch"]
+
+
+@pytest.mark.parametrize(("family", "params", "field", "fragment"), [
+    ("conv9d", {}, "family", "unknown family 'conv9d'"),
+    ("conv2d", {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "input_shape": (3, 8)}, "input_shape",
+     "expected rank 3"),
+    ("conv2d", {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same",
+                "input_shape": (3, 8, 8)}, "padding", "stride > 1"),
+    ("linear", {"in_features": 4, "out_features": 2, "input_shape": (5,)}, "input_shape", "!= in_features"),
+    ("max_pool2d", {"kernel_size": 2, "input_shape": (3, 8, 8), "dilations": 2}, "dilations", "unknown parameter"),
+])
+def test_build_pair_rejects_bad_parameters_by_field(family: str, params: dict, field: str, fragment: str) -> None:
+    import conformance
+    with pytest.raises(CaseError) as info:
+        conformance.build_pair(family, **params)
+    assert info.value.field == field and fragment in str(info.value)
