@@ -289,6 +289,9 @@ def load_file(path: str | Path) -> list[Case]:
                 raise CaseError(exc.detail + hint, file=file, case=label, field=exc.field) from None
             cid = case_id(family, normalised)
             if cid in cases:
+                if cases[cid].params != normalised:
+                    raise CaseError(f"two different cases get the same id {cid} ({dict(cases[cid].params)} and "
+                                    f"{normalised}); change one of the values", file=file, case=cid)
                 continue   # two grid blocks may overlap; the case runs once
             seed = (zlib.crc32(cid.encode()) ^ base_seed) & 0x7FFFFFFF
             cases[cid] = Case(cid, family.name, normalised, file, seed, batch, tolerance, divergences, layouts, tier)

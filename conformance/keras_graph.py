@@ -137,3 +137,33 @@ def _layout_of(tensor: Any, channels_last: tuple[str, ...], links: dict[int, Any
             return (channels_last[-1], *channels_last[:-1])
         return channels_last
     return None
+
+
+def execution_order(model: Any) -> list[Any]:
+    """A model's layers in the order a hand-written forward pass would call them.
+
+    Keras lists a functional model's layers by graph depth, which interleaves parallel branches
+    (a residual block's shortcut convolution comes before the main path's second BatchNorm).
+    torch modules are usually registered, and called, one branch at a time. So walk the graph
+    depth first from the inputs, following each tensor's consumers in the order they were
+    created, and take a merge (Add, Concatenate) only once all its inputs are done. Falls back
+    to Keras's own order when the graph cannot be read (a Sequential that was never built).
+    """
+    layers = list(getattr(model, "layers", []))
+    try:
+        members = {id(op) for op in getattr(model, "operations", layers)}
+        stack = [t._keras_history.operation._inbound_nodes[0] for t in reversed(model.inputs)]
+        done: set[int] = set()
+        order: list[Any] = []
+        while stack:
+            node = stack.pop()
+            if id(node) in done or not all(id(parent) in done for parent in node.parent_nodes):
+                continue
+            done.add(id(node))
+            op = node.operation
+            if any(op is layer for layer in layers) and not any(op is seen for seen in order):
+                order.append(op)
+            stack.extend(reversed([child for child in op._outbound_nodes if id(child.operation) in members]))
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return layers
+    return order + [layer for layer in layers if not any(layer is seen for seen in order)]

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import ConversionError
 from .families import converters
 from .fastcopy import write_keras, write_torch
-from .keras_graph import nested_inputs
+from .keras_graph import execution_order, nested_inputs
 from .layout import Plan
 from .rules import Context, Converter, WeightRule
 
@@ -106,9 +106,8 @@ def _keras_units(model: Any) -> list[_KerasUnit]:
         if any(c.claims_keras(layer) for c in claimed):
             units.append(_KerasUnit(layer.name, layer))
             return
-        children = getattr(layer, "layers", None)
-        if children is not None:   # a Sequential or functional model, the root or nested
-            for child in children:
+        if getattr(layer, "layers", None) is not None:   # a Sequential or functional model, root or nested
+            for child in execution_order(layer):
                 walk(child)
             return
         if layer.weights:
@@ -168,9 +167,9 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[_Write]:
             problem = converter.check(module, layer)
             if problem:
                 raise ConversionError(f"{where}: configured differently: {problem}")
-        if not variables:
-            raise ConversionError(f"{where}: the Keras layer has no weights yet; build the model "
-                                  "(keras.Input, or call it once) before transferring")
+        if not all(getattr(unit.layer, "built", True) for unit in k_span):
+            raise ConversionError(f"{where}: the Keras layer is not built yet, so it has no weights; build the "
+                                  "model (keras.Input, or call it once) before transferring")
         rules = converter.rules(module, layer, context)
         for rule in rules:
             writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where))

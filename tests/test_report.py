@@ -25,7 +25,7 @@ INJECTION = "</script><script>document.title='pwned'</script><!--"
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("run")
-    assert cli.main(["run", "--select", "relu,linear,adaptive_max_pool2d", "--output", str(out)]) == 0
+    assert cli.main(["run", "--select", "relu,linear,conv2d*in1x5x*", "--output", str(out)]) == 0
     return json.loads((out / "results.json").read_text())
 
 
@@ -191,7 +191,7 @@ def test_browser_renders_matrix(tmp_path: Path, baseline: dict[str, Any], plante
     page.write_text(render(planted, baseline=baseline))
     dom = _dom(tmp_path, page)
     assert dom.cells == len(planted["cases"])
-    assert set(dom.families) == {"relu", "linear", "adaptive_max_pool2d"} and not any(dom.families.values())
+    assert set(dom.families) == {"relu", "linear", "conv2d"} and not any(dom.families.values())
     # families with failures open by default, so their rows are rendered, and nothing is filtered out
     assert planted["planted"]["failed"] in dom.rows and not any(dom.rows.values())
 
@@ -206,7 +206,7 @@ def test_browser_filters_from_fragment(tmp_path: Path, baseline: dict[str, Any],
     assert shown == {planted["planted"]["failed"]}
     assert sum(1 for i in dom.rows if i.startswith("relu[")) == len({c["id"] for c in planted["cases"]
                                                                      if c["family"] == "relu"})
-    assert dom.families["linear"] and dom.families["adaptive_max_pool2d"] and not dom.families["relu"]
+    assert dom.families["linear"] and dom.families["conv2d"] and not dom.families["relu"]
     dom = _dom(tmp_path, page, "#q=linear")
     assert all(hidden != case_id.startswith("linear[") for case_id, hidden in dom.rows.items())
     grown = planted["planted"]["grown"]

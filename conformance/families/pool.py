@@ -1,4 +1,4 @@
-"""Pooling: max_poolNd, avg_poolNd, adaptive_avg_poolNd, adaptive_max_poolNd.
+"""Pooling: max_poolNd, avg_poolNd (adaptive pooling is in adaptive.py).
 
 Keras pooling has no explicit padding, no ceil_mode, no count_include_pad and no dilation, so
 the Keras side is assembled from standard layers and ``keras.ops`` (which save and load with
@@ -7,9 +7,7 @@ the Keras side is assembled from standard layers and ``keras.ops`` (which save a
   padding at the end only;
 - average pooling divides a zero-padded window sum by the count torch uses: padding included
   or not, and never the positions ceil_mode adds past the padding;
-- dilated max pooling is the maximum of strided crops, one per kernel tap;
-- adaptive pooling is a plain pooling layer only when the output size divides the input;
-  otherwise the bins overlap and vary in size and no Keras layer matches (a recorded divergence).
+- dilated max pooling is the maximum of strided crops, one per kernel tap.
 """
 
 from __future__ import annotations
@@ -19,8 +17,7 @@ import math
 from typing import Any
 
 from .. import reference
-from ..errors import UnsupportedError
-from .base import Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, optional, shape
+from .base import Family, Param, Params, Tolerance, boolean, choice, ints, invalid, optional, shape
 
 
 def pool_output_length(length: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -155,63 +152,4 @@ def _avg_family(n: int) -> Family:
     )
 
 
-# ---- adaptive pooling
-
-
-def _output_size(p: Params) -> tuple[int, ...]:
-    return tuple(L if o is None else o for L, o in zip(p["input_shape"][1:], p["output_size"], strict=True))
-
-
-def _torch_adaptive(cls_name: str, output_size: tuple[int | None, ...]) -> Any:
-    import torch
-    return getattr(torch.nn, cls_name)(output_size if len(output_size) > 1 else output_size[0])
-
-
-def _adaptive_params(n: int) -> dict[str, Param]:
-    def output_size(value: Any) -> tuple[int | None, ...]:
-        values = value if isinstance(value, list | tuple) else [value] * n
-        if len(values) != n:
-            raise ValueError(f"expected an int or {n} values, got {value!r}")
-        return tuple(None if v is None or v == "none" else integer(1)(v) for v in values)
-    return {"output_size": Param(output_size, abbrev="o"), "input_shape": Param(shape(rank=n + 1), abbrev="in")}
-
-
-def _build_adaptive_keras(n: int, kind: str) -> Any:
-    def build(p: Params, x: Any) -> Any:
-        spatial, out = p["input_shape"][1:], _output_size(p)
-        if any(L % o for L, o in zip(spatial, out, strict=True)):
-            raise UnsupportedError(
-                f"adaptive pooling from {list(spatial)} to {list(out)}: the output size does not divide the "
-                "input, so PyTorch's bins (floor(i*L/o) to ceil((i+1)*L/o)) overlap and differ in size; "
-                "no Keras pooling layer has such bins")
-        k = tuple(L // o for L, o in zip(spatial, out, strict=True))
-        layer = "MaxPoolingND" if kind == "max" else "AveragePoolingND"
-        return _keras(n, layer)(pool_size=k, strides=k, padding="valid")(x)
-    return build
-
-
-def _adaptive_family(n: int, kind: str) -> Family:
-    ref = reference.adaptive_max_pool if kind == "max" else reference.adaptive_avg_pool
-
-    def tolerance(p: Params) -> Tolerance:
-        if kind == "max":
-            return Tolerance.exact()
-        bins = [math.ceil(L / o) + 1 for L, o in zip(p["input_shape"][1:], _output_size(p), strict=True)]
-        return Tolerance.reduction(math.prod(bins))
-
-    def check(p: Params) -> None:
-        if len(p["output_size"]) != n:
-            raise invalid("output_size", f"expected {n} values")
-
-    cls = f"Adaptive{kind.capitalize()}Pool{n}d"
-    return Family(
-        name=f"adaptive_{kind}_pool{n}d", torch_class=cls, params=_adaptive_params(n), channels_first=True,
-        build_torch=lambda p: _torch_adaptive(cls, p["output_size"]),
-        build_keras=_build_adaptive_keras(n, kind), check=check,
-        reference=lambda x, w, p: ref(x, p["output_size"] if n > 1 else p["output_size"][0]),
-        tolerance=tolerance,
-    )
-
-
-FAMILIES = [f(n) for n in (1, 2, 3) for f in (_max_family, _avg_family)] + [
-    _adaptive_family(n, kind) for n in (1, 2, 3) for kind in ("avg", "max")]
+FAMILIES = [f(n) for n in (1, 2, 3) for f in (_max_family, _avg_family)]
