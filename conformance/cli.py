@@ -105,6 +105,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.bench:
+        from .bench import load_summary
+        try:
+            document["benchmarks"] = load_summary(args.bench)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     output = Path(args.output or Path(args.results).with_name("report.html"))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(document, baseline=baseline), encoding="utf-8")
@@ -148,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", metavar="RESULTS.json")
     report.add_argument("-o", "--output", metavar="report.html")
     report.add_argument("--baseline", metavar="BASELINE.json", help="show regressions against this run")
+    report.add_argument("--bench", metavar="BENCH.json",
+                        help="show these benchmark timings: pytest-benchmark's JSON or a summary from "
+                             "python -m conformance.bench summary")
     report.set_defaults(func=cmd_report)
     compare = sub.add_parser(
         "diff", help="compare a run against a baseline; exit 1 on regressions, 2 on unusable input",

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from .report_assets import CSS, JS
+from .report_assets import BENCH_CSS, CSS, JS
 
 OUTCOMES = ("passed", "failed", "divergence", "xpass", "skipped", "error")
 _ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorFlow"), ("keras", "Keras"),
@@ -57,6 +57,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _benchmarks(summary: Any) -> str:
+    from .report_bench import benchmarks_section  # only reports with benchmarks need it
+    return benchmarks_section(summary)
+
+
 def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The report as one HTML string; with ``baseline``, a regression panel at the top."""
     cases = document.get("cases", [])
@@ -76,7 +81,7 @@ def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> 
     parts = [
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<title>{_e(title)}</title><style>{CSS}{BENCH_CSS}</style></head><body>",
         _header(document, env),
         _regressions(changes, baseline) if changes is not None else "",
         _totals(counts, cases),
@@ -86,6 +91,7 @@ def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> 
         "<noscript><p class='warn'>The matrix and per-case details need JavaScript; the summary above "
         "does not.</p></noscript>",
         _divergences(document.get("divergences") or [], cases),
+        _benchmarks(document.get("benchmarks")),
         "<div id='tip' role='tooltip' hidden></div>",
         f"<script type='application/json' id='conformance-data'>{_script_json(payload)}</script>",
         f"<script>{JS}</script></body></html>\n",

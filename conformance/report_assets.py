@@ -452,3 +452,25 @@ JS = r"""
   main.setAttribute('data-render-ms', String(Math.round(performance.now() - t0)));
 })();
 """
+
+# The benchmark section (report.py renders it, static: no script needed). torch orange, Keras blue;
+# eager modes pale, compiled modes (torchscript, torch.compile, tf.function, XLA) solid.
+BENCH_CSS = r"""
+#benchmarks .legend{margin:4px 0 8px}
+table.bench{border-collapse:collapse;margin-top:4px}
+table.bench th{text-align:left;font-weight:600;color:var(--mute);padding:4px 10px 2px 0;vertical-align:bottom;
+border-bottom:1px solid var(--line)}
+table.bench td{padding:4px 10px 4px 0;border-bottom:1px solid #eef1f4;vertical-align:top}
+table.bench td.tr{white-space:nowrap;font-size:12px}table.bench td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+table.bench .mono{font:11px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere;max-width:360px}
+svg.rb{display:block}svg.rb .grid line{stroke:#e3e7ec;stroke-width:1}
+svg.rb text{font-size:9px;fill:var(--mute);text-anchor:middle}
+.vs{font-size:11px;color:var(--mute);white-space:nowrap}.vs b{color:var(--fg)}
+.bt-torch b{color:#c4500a}.bt-keras b{color:#1864ab}
+.bf-torch rect,.sw.bf-torch{fill:#e8590c;background:#e8590c}.bf-keras rect,.sw.bf-keras{fill:#1c7ed6;background:#1c7ed6}
+.bf-conformance rect{fill:#6f42c1}
+rect.band{opacity:.45}.bm-eager rect.band{opacity:.22}.bm-eager rect.med{opacity:.6}
+.bm-graph rect.band{opacity:.32}
+i.sw{display:inline-block;width:14px;height:6px;border-radius:1px}i.sw.bm-eager{opacity:.5}i.sw.bm-graph{opacity:.75}
+.bench-all{margin-top:10px}.bench-all summary{cursor:pointer;font-weight:600}
+"""

@@ -3,6 +3,8 @@
 Top level: ``schema``, ``schema_version``, ``created``, ``environment``, ``summary``,
 ``divergences`` (the recorded known divergences), ``errors`` (case files that did not load)
 and ``cases`` (one entry per concrete case and direction; see :class:`runner.CaseResult`).
+Optional: ``benchmarks``, a timing summary from :func:`conformance.bench.summarise`, added by
+:func:`conformance.bench.attach` (files without it are the same schema version).
 Reports and the upgrade gate read only this file, never torch or keras.
 """
 
@@ -112,6 +114,8 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "direction", "outcome"} <= set(c)
                                               for c in cases):
         raise ResultsError(f"{path}: \"cases\" must be a list of entries with id, direction and outcome")
+    if not isinstance(document.get("benchmarks", {}), dict):
+        raise ResultsError(f"{path}: \"benchmarks\", when present, must be an object (a benchmark summary)")
     return document
 
 
