@@ -62,13 +62,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import results as results_file
     from .runner import run_case, use_one_torch_thread
     use_one_torch_thread()
+    if args.torch_device != "cpu":
+        import torch
+        if not torch.cuda.is_available():
+            print(f"error: --torch-device {args.torch_device}: CUDA is not available here (torch "
+                  f"{torch.__version__})", file=sys.stderr)
+            return EXIT_USAGE
     total = len(cases) * len(DIRECTIONS)
     print(f"conformance: {len(cases)} cases x {len(DIRECTIONS)} directions from {args.cases}")
     started = time.perf_counter()
     outcomes = []
     for case in cases:
         for direction in DIRECTIONS:
-            result = run_case(case, direction)
+            result = run_case(case, direction, args.torch_device)
             outcomes.append(result)
             _progress(len(outcomes), total, result, started)
     bad = [r for r in outcomes if not r.ok]
@@ -148,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="DIR", default="reports/latest",
                      help="where results.json and report.html go (default: reports/latest)")
     run.add_argument("--extended", action="store_true", help="also run the cases of the extended tier")
+    run.add_argument("--torch-device", metavar="DEVICE", default="cpu",
+                     help="run the torch side on this device, e.g. cuda (TF32 disabled); default cpu")
     run.add_argument("--junit", metavar="PATH",
                      help="also write a JUnit XML file: one testcase per case and direction")
     run.set_defaults(func=cmd_run)

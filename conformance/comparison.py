@@ -156,6 +156,14 @@ def _combine(parts: list[Comparison]) -> Comparison:
                    keras_outputs=[p.keras_output for p in parts if p.keras_output is not None])
 
 
+def _device_of(torch_model: Any) -> Any:
+    """Where the torch model lives: inputs go there, outputs come back to the CPU."""
+    import torch
+    for tensor in (*torch_model.parameters(), *torch_model.buffers()):
+        return tensor.device
+    return getattr(torch_model, "conformance_device", torch.device("cpu"))
+
+
 def compare(torch_model: Any, keras_model: Any, inputs: Any, *, tolerance: Tolerance | None = None,
             channels_last: bool | None = None) -> Comparison:
     """Run both models on ``inputs`` (PyTorch layout, batch first) and compare element-wise.
@@ -174,8 +182,9 @@ def compare(torch_model: Any, keras_model: Any, inputs: Any, *, tolerance: Toler
     first = arrays[0]
     to_last = _keras_input_is_channels_last(keras_model, first.shape) if channels_last is None else channels_last
     torch_model.eval()
+    device = _device_of(torch_model)
     with torch.no_grad():
-        torch_out = torch_model(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        torch_out = torch_model(*[torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays])
     keras_in = [_move_channels(a, to_last=True) if to_last and a.dtype.kind == "f" else a for a in arrays]
     keras_out = keras_model(keras_in[0] if len(keras_in) == 1 else keras_in, training=False)
     torch_list, keras_list = _flatten_outputs(torch_out), _flatten_outputs(keras_out)

@@ -141,8 +141,12 @@ def installed_versions() -> dict[str, str]:
     return versions
 
 
-def run_case(case: Case, direction: str) -> CaseResult:
-    """Run one case in one direction and judge it. Never raises for a problem with the case."""
+def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResult:
+    """Run one case in one direction and judge it. Never raises for a problem with the case.
+
+    ``torch_device`` puts the torch side on a GPU ("cuda"); TF32 is then disabled, so that the
+    comparison sees float32 arithmetic on both sides.
+    """
     result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
                         tier=case.tier)
     record = case.divergence_for(direction)
@@ -153,7 +157,7 @@ def run_case(case: Case, direction: str) -> CaseResult:
                              "versions": dict(record.versions), "keras_backend": record.keras_backend}
     started = time.perf_counter()
     try:
-        _run(case, direction, result)
+        _run(case, direction, result, torch_device)
     except UnsupportedError as exc:
         result.outcome = "divergence" if record else "error"
         result.message = f"Keras cannot express this configuration: {exc}" + (
@@ -187,13 +191,25 @@ def use_one_torch_thread() -> None:
         torch.set_num_threads(1)
 
 
-def _run(case: Case, direction: str, result: CaseResult) -> None:
+def on_device(module: Any, device: str) -> Any:
+    """Move a torch module to ``device``; with CUDA, switch TF32 off first (it rounds to 10 bits)."""
+    import torch
+    if device != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        module.to(device)
+        module.conformance_device = torch.device(device)   # for modules without parameters
+    return module
+
+
+def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cpu") -> None:
     from .comparison import compare
     from .pair import randomize_keras, randomize_torch
     from .transfer import transfer_weights
 
     clock = time.perf_counter()
     pair = _pair_for(case)
+    on_device(pair.torch, torch_device)
     result.timings["build"] = time.perf_counter() - clock
     weight_seed = case.seed + (1 if direction == "torch->keras" else 2)
     if direction == "torch->keras":
@@ -223,7 +239,7 @@ def _run(case: Case, direction: str, result: CaseResult) -> None:
         result.message = comparison.problem
         return
     if pair.family.reference is not None:
-        weights = {k: v.detach().double().numpy() for k, v in pair.torch.state_dict().items()
+        weights = {k: v.detach().cpu().double().numpy() for k, v in pair.torch.state_dict().items()
                    if v.is_floating_point()}
         x64 = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs)
         expected = pair.family.reference(x64[0] if len(x64) == 1 else x64, weights, pair.params)
