@@ -119,8 +119,17 @@ def _keras_input_is_channels_last(keras_model: Any, shape: tuple[int, ...]) -> b
         return False
     if fits(moved) and not fits(same):
         return True
-    # ambiguous (square C == H == W) or undeclared: the suite's convention is channels-last
-    return not (fits(same) and not fits(moved))
+    if fits(same) and not fits(moved):
+        return False
+    # Both readings fit (C == L, or C == H == W) or nothing is declared: ask the first layer that
+    # reads the input. A convolution or pooling layer says by its data_format; anything else
+    # (recurrent, attention, dense) reads sequences as they are.
+    try:
+        first = keras_model.inputs[0]._keras_history.operation._outbound_nodes[0].operation
+    except (AttributeError, IndexError, TypeError):
+        return len(shape) >= 4
+    data_format = getattr(first, "data_format", None)
+    return data_format == "channels_last" if data_format else False
 
 
 def default_tolerance(torch_model: Any) -> Tolerance:

@@ -91,3 +91,15 @@ def test_compare_leaves_sequence_inputs_alone() -> None:
     keras_model = keras.Sequential([keras.Input((5, 6)), keras.layers.Dense(3)])
     conformance.transfer_weights(torch_model, keras_model)
     assert conformance.compare(torch_model, keras_model, inputs((5, 6))).passed
+
+
+def test_ambiguous_shapes_are_resolved_by_the_first_keras_layer() -> None:
+    """(N, 5, 5) fits both readings; an LSTM reads sequences as they are, a Conv2D channels-last."""
+    lstm = conformance.build_pair("lstm", input_size=5, hidden_size=4, batch_first=True, input_shape=(5, 5))
+    randomize_torch(lstm.torch, 0)
+    conformance.transfer_weights(lstm.torch, lstm.keras)
+    assert conformance.compare(lstm.torch, lstm.keras, lstm.sample_input(1)).passed
+    conv = conformance.build_pair("conv2d", in_channels=4, out_channels=4, kernel_size=3, input_shape=(4, 4, 4))
+    randomize_torch(conv.torch, 0)
+    conformance.transfer_weights(conv.torch, conv.keras)
+    assert conformance.compare(conv.torch, conv.keras, conv.sample_input(1)).passed
