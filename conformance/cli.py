@@ -141,6 +141,28 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_FAILED if changes else EXIT_OK
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Store a run as the gate's baseline, without what the gate does not read (mappings, timings)."""
+    from . import results as results_file
+    try:
+        document = results_file.load(args.results)
+    except results_file.ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = document["summary"].get("failed", 0) + document["summary"].get("error", 0) + document["summary"].get(
+        "xpass", 0)
+    if bad and not args.allow_failures:
+        print(f"error: {args.results} has {bad} failed, erroring or stale cases; a baseline should be a clean run "
+              "(--allow-failures to store it anyway)", file=sys.stderr)
+        return EXIT_FAILED
+    document["cases"] = [{k: v for k, v in case.items() if k not in ("mapping", "timings")}
+                         for case in document["cases"]]
+    document.pop("benchmarks", None)
+    path = results_file.write(document, args.output)
+    print(f"baseline: {path} ({len(document['cases'])} case results)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conformance",
@@ -178,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--headroom-factor", type=float, default=10.0, metavar="F",
                          help="flag a passing case whose headroom grew more than F times (default: 10)")
     compare.set_defaults(func=cmd_diff)
+    baseline = sub.add_parser("baseline", help="store a results.json as the upgrade gate's baseline")
+    baseline.add_argument("results", metavar="RESULTS.json")
+    baseline.add_argument("-o", "--output", metavar="BASELINE.json", default="reports/baselines/baseline.json",
+                          help="default: reports/baselines/baseline.json")
+    baseline.add_argument("--allow-failures", action="store_true", help="store a run that has failures")
+    baseline.set_defaults(func=cmd_baseline)
     return parser
 
 

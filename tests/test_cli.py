@@ -55,6 +55,18 @@ def test_run_writes_results_report_and_junit(tmp_path: Path) -> None:
                      "--baseline", str(out / "results.json")]) == 0
     assert "no regressions against the baseline" in html_out.read_text()
 
+    # and stores it as a trimmed baseline, which a failing run cannot become without saying so
+    baseline = tmp_path / "baselines" / "baseline.json"
+    assert cli.main(["baseline", str(out / "results.json"), "-o", str(baseline)]) == 0
+    stored = json.loads(baseline.read_text())
+    assert len(stored["cases"]) == len(document["cases"]) and "mapping" not in stored["cases"][0]
+    assert cli.main(["diff", str(baseline), str(out / "results.json")]) == 0
+    document["cases"][0]["outcome"] = "failed"
+    document["summary"]["failed"] = 1
+    (out / "failing.json").write_text(json.dumps(document))
+    assert cli.main(["baseline", str(out / "failing.json"), "-o", str(tmp_path / "b2.json")]) == 1
+    assert not (tmp_path / "b2.json").exists()
+
 
 def test_report_with_unusable_baseline_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
