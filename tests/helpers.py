@@ -23,3 +23,55 @@ def same_weights(a: list[np.ndarray] | dict[str, np.ndarray], b: list[np.ndarray
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def conforms(family: str, raw: dict[str, Any], seed: int = 11) -> list[Any]:
+    """Hypothesis helper: a generated configuration passes in both directions.
+
+    Configurations that the family refuses are discarded (``assume``), not failed. Returns the
+    results, for tests that check more (reference distances).
+    """
+    from hypothesis import assume
+
+    from conformance.cases import DIRECTIONS, Case
+    from conformance.errors import CaseError
+    from conformance.families import get_family
+    from conformance.runner import run_case
+    try:
+        params = get_family(family).normalise(raw)
+    except CaseError:
+        assume(False)
+        return []
+    case = Case(id=f"{family}{raw}", family=family, params=params, file="<hypothesis>", seed=seed, batch=2,
+                tolerance=None, divergences=(), layouts={})
+    results = [run_case(case, direction) for direction in DIRECTIONS]
+    for result in results:
+        assert result.outcome == "passed", result.explain()
+    return results
+
+
+def check_naive(family: str, params: dict[str, Any], naive: Any, copy: Any = None, low: float = -1.0,
+                high: float = 1.0) -> None:
+    """The catalogue's pair passes; a naive Keras model ``naive(keras_input)`` given the same weights fails.
+
+    The weights come from the correct Keras model unless ``copy(pair, naive_model)`` places them.
+    """
+    import keras
+
+    import conformance
+    from conformance.pair import randomize_torch
+    pair = conformance.build_pair(family, **params)
+    randomize_torch(pair.torch, 0)
+    conformance.transfer_weights(pair.torch, pair.keras)
+    x = np.random.default_rng(1).uniform(low, high, size=(2, *pair.input_shape)).astype(np.float32)
+    tolerance = pair.family.tolerance(pair.params)
+    good = conformance.compare(pair.torch, pair.keras, x, tolerance=tolerance, channels_last=pair.channels_last)
+    assert good.passed, good.summary()
+    inp = keras.Input(pair.keras_input_shape)
+    model = keras.Model(inp, naive(inp))
+    if copy is not None:
+        copy(pair, model)
+    else:
+        model.set_weights(pair.keras.get_weights())
+    bad = conformance.compare(pair.torch, model, x, tolerance=tolerance, channels_last=pair.channels_last)
+    assert not bad.passed, f"the naive rule was not caught: {bad.summary()}"

@@ -7,7 +7,6 @@ model saves and loads in safe mode, and random valid configurations conform both
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,43 +16,18 @@ import pytest
 import tensorflow as tf
 import torch
 import torch.nn.functional as F
-from hypothesis import assume, given, settings
+from helpers import check_naive, conforms
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import conformance
 from conformance import reference
-from conformance.cases import DIRECTIONS, Case
 from conformance.errors import CaseError
 from conformance.families import get_family
 from conformance.families.resample import upsample_reference
-from conformance.pair import randomize_keras, randomize_torch
-from conformance.runner import run_case
+from conformance.pair import randomize_keras
 
 L, ops = keras.layers, keras.ops
-
-
-def pair_and_input(family: str, params: dict[str, Any], low: float, high: float) -> tuple[Any, np.ndarray]:
-    pair = conformance.build_pair(family, **params)
-    randomize_torch(pair.torch, 0)
-    conformance.transfer_weights(pair.torch, pair.keras)
-    x = np.random.default_rng(1).uniform(low, high, size=(2, *pair.input_shape)).astype(np.float32)
-    return pair, x
-
-
-def check_naive(family: str, params: dict[str, Any], naive: Callable[[Any], Any],
-                copy: Callable[[Any, keras.Model], None] | None = None, low: float = -1.0,
-                high: float = 1.0) -> None:
-    """The catalogue's pair passes; the naive Keras model, with the same weights, fails."""
-    pair, x = pair_and_input(family, params, low, high)
-    tolerance = get_family(family).tolerance(pair.params)
-    good = conformance.compare(pair.torch, pair.keras, x, tolerance=tolerance, channels_last=pair.channels_last)
-    assert good.passed, good.summary()
-    inp = keras.Input(pair.keras_input_shape)
-    model = keras.Model(inp, naive(inp))
-    if copy is not None:
-        copy(pair, model)
-    bad = conformance.compare(pair.torch, model, x, tolerance=tolerance, channels_last=pair.channels_last)
-    assert not bad.passed, f"the naive rule was not caught: {bad.summary()}"
 
 
 # ---- naive rules
@@ -338,19 +312,6 @@ def test_keras_models_save_and_load_in_safe_mode(tmp_path: Path, family: str, ra
 # ---- random valid configurations conform in both directions
 
 
-def run_both_directions(family: str, raw: dict[str, Any]) -> None:
-    try:
-        params = get_family(family).normalise(raw)
-    except CaseError:
-        assume(False)
-        return
-    case = Case(id=f"{family}{raw}", family=family, params=params, file="<hypothesis>", seed=11, batch=2,
-                tolerance=None, divergences=(), layouts={})
-    for direction in DIRECTIONS:
-        result = run_case(case, direction)
-        assert result.outcome == "passed", result.explain()
-
-
 @st.composite
 def activation_configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     shape = draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
@@ -400,10 +361,10 @@ def resample_configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 @settings(max_examples=20)
 @given(activation_configs())
 def test_random_activation_configurations_conform(config: tuple[str, dict[str, Any]]) -> None:
-    run_both_directions(*config)
+    conforms(*config)
 
 
 @settings(max_examples=25)
 @given(resample_configs())
 def test_random_resample_configurations_conform(config: tuple[str, dict[str, Any]]) -> None:
-    run_both_directions(*config)
+    conforms(*config)

@@ -12,15 +12,14 @@ import keras
 import numpy as np
 import pytest
 import torch
+from helpers import conforms
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import conformance
-from conformance.cases import DIRECTIONS, Case
 from conformance.errors import CaseError, ConversionError
 from conformance.families import get_family
 from conformance.pair import randomize_keras, randomize_torch
-from conformance.runner import run_case
 
 ops = keras.ops
 MHA = "multihead_attention"
@@ -330,19 +329,6 @@ def test_invalid_parameters_name_the_field(family: str, params: dict[str, Any], 
 
 
 # ---- random valid configurations conform in both directions
-
-
-def conforms(family: str, raw: dict[str, Any]) -> None:
-    try:
-        params = get_family(family).normalise(raw)
-    except CaseError:
-        assume(False)
-        return
-    case = Case(id=f"{family}{raw}", family=family, params=params, file="<hypothesis>", seed=11, batch=2,
-                tolerance=None, divergences=(), layouts={})
-    for direction in DIRECTIONS:
-        result = run_case(case, direction)
-        assert result.outcome == "passed", result.explain()
 
 
 @st.composite

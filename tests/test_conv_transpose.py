@@ -13,17 +13,15 @@ import numpy as np
 import pytest
 import torch  # before keras/tensorflow, always
 import torch.nn.functional as F
-from helpers import inputs, keras_snapshot, torch_snapshot
-from hypothesis import assume, given, settings
+from helpers import conforms, inputs, keras_snapshot, torch_snapshot
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import conformance
-from conformance.cases import DIRECTIONS, Case
 from conformance.errors import CaseError
 from conformance.families import get_family
 from conformance.families.conv_transpose import conv_transpose_reference
 from conformance.pair import randomize_keras, randomize_torch
-from conformance.runner import run_case
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -352,14 +350,4 @@ def configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 @settings(max_examples=20)
 @given(configs())
 def test_random_configurations_conform(config: tuple[str, dict[str, Any]]) -> None:
-    family, raw = config
-    try:
-        params = get_family(family).normalise(raw)
-    except CaseError:
-        assume(False)
-        return
-    case = Case(id=f"{family}{raw}", family=family, params=params, file="<hypothesis>", seed=11, batch=2,
-                tolerance=None, divergences=(), layouts={})
-    for direction in DIRECTIONS:
-        result = run_case(case, direction)
-        assert result.outcome == "passed", result.explain()
+    conforms(*config)

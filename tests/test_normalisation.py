@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from helpers import check_naive
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -31,23 +32,6 @@ def pair_and_inputs(family: str, params: dict[str, Any]) -> tuple[Any, np.ndarra
     conformance.transfer_weights(pair.torch, pair.keras)
     x = np.random.default_rng(1).uniform(-1, 1, size=(2, *pair.input_shape)).astype(np.float32)
     return pair, x
-
-
-def check_naive(family: str, params: dict[str, Any], naive: Callable[[Any], Any],
-                copy: Callable[[Any, keras.Model], None] | None = None) -> None:
-    """The correct pair passes; the naive Keras model, given the same weights, fails."""
-    pair, x = pair_and_inputs(family, params)
-    tolerance = get_family(family).tolerance(pair.params)
-    good = conformance.compare(pair.torch, pair.keras, x, tolerance=tolerance, channels_last=pair.channels_last)
-    assert good.passed, good.summary()
-    inp = keras.Input(pair.keras_input_shape)
-    model = keras.Model(inp, naive(inp))
-    if copy is not None:
-        copy(pair, model)
-    else:
-        model.set_weights(pair.keras.get_weights())
-    bad = conformance.compare(pair.torch, model, x, tolerance=tolerance, channels_last=pair.channels_last)
-    assert not bad.passed, f"the naive rule was not caught: {bad.summary()}"
 
 
 # ---- naive rules

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from helpers import conforms
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
-from conformance.cases import DIRECTIONS, Case
-from conformance.errors import CaseError
-from conformance.families import get_family
-from conformance.runner import run_case
-
-
-def run_both_directions(family: str, raw: dict[str, Any]) -> None:
-    spec = get_family(family)
-    try:
-        params = spec.normalise(raw)
-    except CaseError:
-        assume(False)
-        return
-    case = Case(id=f"{family}{raw}", family=family, params=params, file="<hypothesis>", seed=7, batch=2,
-                tolerance=None, divergences=(), layouts={})
-    for direction in DIRECTIONS:
-        result = run_case(case, direction)
-        assert result.outcome == "passed", result.explain()
 
 
 @st.composite
@@ -68,9 +50,9 @@ def pool_configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 @given(conv_configs())
 def test_random_conv_configurations_conform(config: tuple[str, dict[str, Any]]) -> None:
-    run_both_directions(*config)
+    conforms(*config, seed=7)
 
 
 @given(pool_configs())
 def test_random_pool_configurations_conform(config: tuple[str, dict[str, Any]]) -> None:
-    run_both_directions(*config)
+    conforms(*config, seed=7)

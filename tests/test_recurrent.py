@@ -14,16 +14,15 @@ import keras
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from helpers import conforms
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import conformance
-from conformance.cases import DIRECTIONS, Case
 from conformance.errors import CaseError, ConversionError
 from conformance.families import get_family
 from conformance.families.recurrent import TIME_MAJOR_BATCH
 from conformance.pair import randomize_keras, randomize_torch
-from conformance.runner import run_case
 
 L = keras.layers
 
@@ -165,17 +164,7 @@ def recurrent_configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 @settings(max_examples=12, deadline=None)
 @given(recurrent_configs())
 def test_random_recurrent_configurations_conform(config: tuple[str, dict[str, Any]]) -> None:
-    family, raw = config
-    try:
-        params = get_family(family).normalise(raw)
-    except CaseError:
-        assume(False)
-        return
-    case = Case(id=f"{family}{raw}", family=family, params=params, file="<hypothesis>", seed=11, batch=2,
-                tolerance=None, divergences=(), layouts={})
-    for direction in DIRECTIONS:
-        result = run_case(case, direction)
-        assert result.outcome == "passed", result.explain()
+    for result in conforms(*config):
         assert result.reference_error is not None and max(result.reference_error.values()) < 1e-4
 
 

@@ -71,16 +71,24 @@ def _build_torch(n: int) -> Any:
     return build
 
 
+def explicit_padding(x: Any, padding: tuple[int, ...] | str) -> tuple[Any, str]:
+    """torch's padding as Keras sees it: an int pad becomes ZeroPaddingND then "valid" (never "same",
+    which puts the odd pixel at the end and depends on the stride); "same"/"valid" pass through."""
+    if isinstance(padding, str):
+        return x, padding
+    if any(padding):
+        import keras
+        n = len(padding)
+        zero_pad = {1: keras.layers.ZeroPadding1D, 2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}[n]
+        x = zero_pad(padding[0] if n == 1 else padding)(x)
+    return x, "valid"
+
+
 def _build_keras(n: int) -> Any:
     def build(p: Params, x: Any) -> Any:
         import keras
         layers = keras.layers
-        pad = p["padding"]
-        if isinstance(pad, tuple):
-            if any(pad):
-                zero_pad = {1: layers.ZeroPadding1D, 2: layers.ZeroPadding2D, 3: layers.ZeroPadding3D}[n]
-                x = zero_pad(pad[0] if n == 1 else pad)(x)
-            pad = "valid"
+        x, pad = explicit_padding(x, p["padding"])
         stride, dilation = p["stride"], p["dilation"]
         depthwise = _is_depthwise(p) and n < 3   # Keras has no DepthwiseConv3D: groups=C instead
         subsample = not depthwise and any(s > 1 for s in stride) and any(d > 1 for d in dilation)

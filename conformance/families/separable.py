@@ -27,7 +27,7 @@ import numpy as np
 from .. import reference
 from ..rules import Context, Converter, WeightRule, depthwise_layout, kernel_layout
 from .base import Family, Param, Params, Tolerance, boolean, integer, ints, invalid, padding, shape
-from .conv import conv_output_length
+from .conv import conv_output_length, explicit_padding
 
 
 def _params(n: int) -> dict[str, Param]:
@@ -78,12 +78,7 @@ def _build_keras(n: int) -> Any:
     def build(p: Params, x: Any) -> Any:
         import keras
         layers = keras.layers
-        pad = p["padding"]
-        if isinstance(pad, tuple):
-            if any(pad):
-                zero_pad = {1: layers.ZeroPadding1D, 2: layers.ZeroPadding2D}[n]
-                x = zero_pad(pad[0] if n == 1 else pad)(x)
-            pad = "valid"
+        x, pad = explicit_padding(x, p["padding"])
         cls = {1: layers.SeparableConv1D, 2: layers.SeparableConv2D}[n]
         return cls(p["out_channels"], p["kernel_size"], strides=p["stride"], padding=pad,
                    dilation_rate=p["dilation"], depth_multiplier=p["depth_multiplier"], use_bias=p["bias"])(x)
