@@ -98,6 +98,43 @@ def _torch_units(model: Any) -> list[_TorchUnit]:
     return units
 
 
+def _in_call_order(model: Any, units: list[_TorchUnit], example_inputs: Any) -> list[_TorchUnit]:
+    """Units re-ordered by their first call in a forward pass on ``example_inputs``.
+
+    For modules that register sub-modules in another order than they use them
+    (``nn.TransformerEncoderLayer`` registers linear1 and linear2 before norm1). Runs in eval
+    mode without gradients, with PyTorch's fused attention fast path off so that sub-modules are
+    really called; units that are never called keep their registration order, at the end.
+    """
+    import torch
+    calls: dict[int, int] = {}
+
+    def recorder(index: int) -> Any:
+        def record(module: Any, args: Any) -> None:   # must return None, or it replaces the arguments
+            calls.setdefault(index, len(calls))
+        return record
+
+    hooks = [unit.module.register_forward_pre_hook(recorder(i)) for i, unit in enumerate(units)]
+    arrays = example_inputs if isinstance(example_inputs, list | tuple) else [example_inputs]
+    tensors = [torch.as_tensor(np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)) for a in arrays]
+    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
+    try:
+        model.eval()
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad():
+            model(*tensors)
+    except Exception as exc:
+        raise ConversionError(f"the torch model could not run on example_inputs to find its call order: "
+                              f"{type(exc).__name__}: {exc}") from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    order = sorted(range(len(units)), key=lambda i: (calls.get(i, len(units) + i)))
+    return [units[i] for i in order]
+
+
 def _keras_units(model: Any) -> list[_KerasUnit]:
     claimed = converters()
     units: list[_KerasUnit] = []
@@ -137,7 +174,8 @@ def _converter_for(t_units: list[_TorchUnit], k_units: list[_KerasUnit], index: 
         if span is not None:
             return converter, *span
     raise ConversionError(f"layer pair #{index + 1}: {_describe(t_units[0])} does not correspond to "
-                          f"{_describe(k_units[0])}")
+                          f"{_describe(k_units[0])} (if the torch module registers its sub-modules in another "
+                          "order than its forward pass calls them, pass example_inputs= to pair in call order)")
 
 
 def _joined(units: list[Any], side: str) -> tuple[Any, dict[str, Any], str]:
@@ -151,9 +189,11 @@ def _joined(units: list[Any], side: str) -> tuple[Any, dict[str, Any], str]:
     return tuple(objects), {f"{i}{sep}{k}": v for i, w in enumerate(weights) for k, v in w.items()}, name
 
 
-def _plan(torch_model: Any, keras_model: Any, to_keras: bool) -> list[_Write]:
+def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None) -> list[_Write]:
     """Every write the transfer will make, computed and checked before any is made."""
     t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
+    if example_inputs is not None:
+        t_units = _in_call_order(torch_model, t_units, example_inputs)
     context = Context(keras_links=nested_inputs(keras_model))
     writes: list[_Write] = []
     i = j = pair = 0
@@ -249,11 +289,14 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
     return [_Write(variable if to_keras else tensor, tensor if to_keras else variable, plan, value, row)]
 
 
-def transfer_weights(src: Any, dst: Any) -> TransferReport:
+def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> TransferReport:
     """Copy every weight of ``src`` into ``dst``: a torch module into a Keras model, or back.
 
     Returns the mapping that was applied. Raises :class:`ConversionError`, naming the first
     layer pair that differs, when the models do not correspond; ``dst`` is then unchanged.
+    Layers pair in order: Keras layers in call order, torch modules in registration order, or
+    in call order when ``example_inputs`` (torch layout) are given, for modules that register
+    their sub-modules in another order than their forward pass uses them.
     """
     if _is_torch(src) and _is_keras(dst):
         torch_model, keras_model, to_keras = src, dst, True
@@ -262,7 +305,7 @@ def transfer_weights(src: Any, dst: Any) -> TransferReport:
     else:
         raise ConversionError(f"transfer_weights needs one torch.nn.Module and one keras.Model, got "
                               f"{type(src).__name__} and {type(dst).__name__}")
-    writes = _plan(torch_model, keras_model, to_keras)
+    writes = _plan(torch_model, keras_model, to_keras, example_inputs)
     import torch
     with torch.no_grad():
         for write in writes:
