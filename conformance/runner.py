@@ -11,6 +11,7 @@ import json
 import math
 import time
 import traceback
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -47,6 +48,7 @@ class CaseResult:
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     tier: str = "default"
+    warnings: list[str] = field(default_factory=list)     # what torch and keras warned about during the case
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,8 @@ class CaseResult:
                          f"({self.tolerance['reason']})")
         if self.divergence:
             lines.append(f"  recorded divergence: {self.divergence['reason']}")
+        for warning in self.warnings:
+            lines.append(f"  warned: {warning}")
         lines.append(f"  params: {json.dumps(_jsonable(self.params))}")
         lines.append(f"  seed: {self.seed}   file: {self.file}")
         lines.append("  reproduce:\n    " + self.reproducer().replace("\n", "\n    "))
@@ -156,8 +160,11 @@ def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResul
         result.divergence = {"reason": record.reason, "link": record.link, "direction": record.direction,
                              "versions": dict(record.versions), "keras_backend": record.keras_backend}
     started = time.perf_counter()
+    caught: list[warnings.WarningMessage] = []
     try:
-        _run(case, direction, result, torch_device)
+        with warnings.catch_warnings(record=True) as caught:   # kept with the case, not sprayed on the terminal
+            warnings.simplefilter("always")
+            _run(case, direction, result, torch_device)
     except UnsupportedError as exc:
         result.outcome = "divergence" if record else "error"
         result.message = f"Keras cannot express this configuration: {exc}" + (
@@ -178,6 +185,7 @@ def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResul
                 result.message = ("recorded divergence no longer diverges: the frameworks now agree. "
                                   f"Remove or narrow the [[divergence]] record in {case.file}")
     result.timings["total"] = time.perf_counter() - started
+    result.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
     return result
 
 
