@@ -7,6 +7,7 @@ Heavy imports (torch, tensorflow) happen only inside the commands that need them
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -54,7 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cases = [c for c in catalogue.cases
              if (not expressions or _selected(c.id, c.family, expressions, families))
              and (args.extended or c.tier == "default" or expressions)]
-    if not cases and not catalogue.errors:
+    if not catalogue.cases:
+        print(f"error: no case could be loaded from {args.cases}; nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+    if not cases:
         print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)
         return EXIT_USAGE
     import conformance  # noqa: F401  (imports torch before tensorflow)
@@ -211,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's start-up chatter hides our output
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -100,3 +100,14 @@ def test_bad_case_file_is_named_and_the_good_ones_still_run(tmp_path: Path,
     testcases = ET.parse(out / "junit.xml").getroot().iter("testcase")
     errors = [tc for tc in testcases if tc.find("error") is not None]
     assert [tc.get("name") for tc in errors] == [str(cases / "broken.toml")]
+
+
+def test_a_catalogue_with_no_loadable_case_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "mine.toml").write_text('family = "relu"\n[[grid]]\ninput_shape = [3, 4]\n')
+    out = tmp_path / "out"
+    assert cli.main(["run", "--cases", str(cases), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mine.toml" in err and "field input_shape" in err and "nothing was run" in err
+    assert not out.exists()
