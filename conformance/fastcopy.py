@@ -33,7 +33,10 @@ def _rearranged(tf: Any, x: Any, plan: Plan | None) -> Any:
     if plan is None or not plan.transposes:
         y = tf.raw_ops.DeepCopy(x=x)
         return y if plan is None else tf.reshape(y, plan.result)
-    return tf.reshape(tf.transpose(tf.reshape(x, plan.elementary), plan.perm), plan.result)
+    if tuple(x.shape) != plan.elementary:
+        x = tf.reshape(x, plan.elementary)
+    y = tf.transpose(x, plan.perm)
+    return y if tuple(y.shape) == plan.result else tf.reshape(y, plan.result)
 
 
 def write_keras(variable: Any, tensor: Any, plan: Plan | None) -> None:
