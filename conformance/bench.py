@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .results import read_json
+
 SCHEMA = "conformance-bench"
 SCHEMA_VERSION = 1
 BATCHES = (1, 32)
@@ -325,12 +327,7 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
 def load_summary(path: str | Path) -> dict[str, Any]:
     """A benchmark summary from ``path``: pytest-benchmark's JSON (summarised here) or a summary."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a JSON file: {exc}") from None
+    data = read_json(path)
     if isinstance(data, dict) and data.get("schema") == SCHEMA:
         return data
     try:

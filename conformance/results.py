@@ -97,14 +97,20 @@ class ResultsError(ValueError):
     """A results file that cannot be used: missing, not JSON, or not this schema."""
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def read_json(path: str | Path, error: type[ValueError] = ValueError) -> Any:
+    """A JSON file, or ``error`` saying in one line why it cannot be read."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ResultsError(f"{path}: cannot read: {exc.strerror}") from None
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not a JSON file: {exc}") from None
+        raise error(f"{path}: not a JSON file: {exc}") from None
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    document = read_json(path, ResultsError)
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise ResultsError(f"{path}: not a conformance results file (no \"schema\": \"{SCHEMA}\")")
     version = document.get("schema_version")

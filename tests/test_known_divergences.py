@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,17 +39,21 @@ def test_the_same_geometry_with_two_input_channels_is_correct() -> None:
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
 
-def test_a_divergence_that_stops_diverging_fails_the_run(tmp_path: Path) -> None:
-    (tmp_path / "relu.toml").write_text("""
+def relu_case(tmp_path: Path, record: str) -> Any:
+    """One relu case with a [[divergence]] record for it, whose other keys are ``record``."""
+    (tmp_path / "relu.toml").write_text(f"""
 family = "relu"
 [[grid]]
 input_shape = [[3, 4]]
 [[divergence]]
-when = { input_shape = [[3, 4]] }
-direction = "keras->torch"
-reason = "pretend relu differs"
+when = {{ input_shape = [[3, 4]] }}
+{record}
 """)
-    case = load_file(tmp_path / "relu.toml")[0]
+    return load_file(tmp_path / "relu.toml")[0]
+
+
+def test_a_divergence_that_stops_diverging_fails_the_run(tmp_path: Path) -> None:
+    case = relu_case(tmp_path, 'direction = "keras->torch"\nreason = "pretend relu differs"')
     outcomes = {d: run_case(case, d) for d in DIRECTIONS}
     assert outcomes["torch->keras"].outcome == "passed"
     stale = outcomes["keras->torch"]
@@ -57,31 +62,13 @@ reason = "pretend relu differs"
 
 
 def test_a_divergence_outside_its_version_range_does_not_apply(tmp_path: Path) -> None:
-    (tmp_path / "relu.toml").write_text("""
-family = "relu"
-[[grid]]
-input_shape = [[3, 4]]
-[[divergence]]
-when = { input_shape = [[3, 4]] }
-tensorflow = "<1.0"
-reason = "only on ancient TensorFlow"
-""")
-    case = load_file(tmp_path / "relu.toml")[0]
+    case = relu_case(tmp_path, 'tensorflow = "<1.0"\nreason = "only on ancient TensorFlow"')
     result = run_case(case, "torch->keras")
     assert result.outcome == "passed" and result.divergence is None
 
 
 def test_a_divergence_for_another_keras_backend_does_not_apply(tmp_path: Path) -> None:
-    (tmp_path / "a.toml").write_text("""
-family = "relu"
-[[grid]]
-input_shape = [[3, 4]]
-[[divergence]]
-when = { input_shape = [[3, 4]] }
-keras_backend = "jax"
-reason = "only on the JAX backend"
-""")
-    case = load_file(tmp_path / "a.toml")[0]
+    case = relu_case(tmp_path, 'keras_backend = "jax"\nreason = "only on the JAX backend"')
     assert case.divergences[0].applies_to({}, "tensorflow") is False
     assert case.divergences[0].applies_to({}, "jax") is True
 
