@@ -1,5 +1,8 @@
 """pytest integration: every concrete case in ``cases/*.toml`` is a test item, in both directions.
 
+Case directories are named in the pytest configuration (``conformance_cases = ["cases"]`` in
+pyproject.toml's ``[tool.pytest.ini_options]``).
+
 Node ids read ``cases/conv2d.toml::conv2d[o8-k3-s2-p1-d1-g1-bias-in4x16x16]::torch->keras``, so
 ``-k "conv2d and s2"`` selects cases. A case file that does not load is one collection error
 with a message naming the file, case and field; the other files still run. A recorded
@@ -23,6 +26,8 @@ _ERRORS_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("conformance_cases", type="args", default=[],
+                  help="directories (relative to the rootdir) whose *.toml files are conformance case files")
     group = parser.getgroup("conformance")
     group.addoption("--conformance-results", default="reports/pytest/results.json",
                     help="where to write results.json for the catalogue cases that ran ('' to skip)")
@@ -37,7 +42,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix == ".toml" and file_path.parent.name == "cases":
+    """Only directories named by the ``conformance_cases`` ini option: installing the package must
+    not make pytest read some other project's TOML files as case files."""
+    if file_path.suffix != ".toml":
+        return None
+    config = parent.config
+    directories = {(config.rootpath / d).resolve() for d in config.getini("conformance_cases")}
+    if file_path.parent.resolve() in directories:
         return CaseFile.from_parent(parent, path=file_path)
     return None
 

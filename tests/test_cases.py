@@ -156,6 +156,7 @@ def test_a_missing_or_empty_directory_is_an_error(tmp_path: Path) -> None:
 
 def test_pytest_reports_a_bad_case_file_by_name_and_still_runs_the_others(pytester: pytest.Pytester) -> None:
     cases = pytester.mkdir("cases")
+    pytester.makeini("[pytest]\nconformance_cases = cases\n")
     (cases / "good.toml").write_text(GOOD)
     (cases / "bad.toml").write_text('family = "conv2d"\n[[grid]]\nin_channels = 3\nout_channels = 4\n'
                                     'kernel_size = 3\ninput_shape = [[4, 8, 8]]')
@@ -166,8 +167,16 @@ def test_pytest_reports_a_bad_case_file_by_name_and_still_runs_the_others(pytest
     assert "Traceback" not in text
 
 
+def test_toml_files_outside_the_configured_directories_are_not_collected(pytester: pytest.Pytester) -> None:
+    cases = pytester.mkdir("cases")
+    (cases / "other.toml").write_text('name = "not a case file"\n')
+    result = pytester.runpytest_inprocess("cases", "-p", "no:cacheprovider", "--conformance-results=")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
 def test_pytest_ids_and_k_selection(pytester: pytest.Pytester) -> None:
     cases = pytester.mkdir("cases")
+    pytester.makeini("[pytest]\nconformance_cases = cases\n")
     (cases / "softmax.toml").write_text('family = "softmax"\n[[grid]]\ndim = [1, -1]\ninput_shape = [[3, 4, 5]]')
     result = pytester.runpytest_inprocess("cases", "-p", "no:cacheprovider", "--collect-only", "-q",
                                           "-k", "softmax and dim-1", "--conformance-results=")
