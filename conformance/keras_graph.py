@@ -154,6 +154,8 @@ def execution_order(model: Any) -> list[Any]:
         members = {id(op) for op in getattr(model, "operations", layers)}
         stack = [t._keras_history.operation._inbound_nodes[0] for t in reversed(model.inputs)]
         done: set[int] = set()
+        layer_ids = {id(layer) for layer in layers}
+        placed: set[int] = set()
         order: list[Any] = []
         while stack:
             node = stack.pop()
@@ -161,9 +163,10 @@ def execution_order(model: Any) -> list[Any]:
                 continue
             done.add(id(node))
             op = node.operation
-            if any(op is layer for layer in layers) and not any(op is seen for seen in order):
+            if id(op) in layer_ids and id(op) not in placed:
                 order.append(op)
+                placed.add(id(op))
             stack.extend(reversed([child for child in op._outbound_nodes if id(child.operation) in members]))
     except (AttributeError, IndexError, TypeError, ValueError):
         return layers
-    return order + [layer for layer in layers if not any(layer is seen for seen in order)]
+    return order + [layer for layer in layers if id(layer) not in placed]

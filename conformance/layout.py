@@ -107,10 +107,6 @@ class Layout:
         left, right = self.text.split("->")
         return Layout(f"{right.strip()} -> {left.strip()}")
 
-    @property
-    def source_rank(self) -> int:
-        return len(self._sides[0])
-
     def __str__(self) -> str:
         return self.text
 

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .report_assets import BENCH_CSS, CSS, JS
+from .results import OUTCOMES
 
-OUTCOMES = ("passed", "failed", "divergence", "xpass", "skipped", "error")
 _ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorFlow"), ("keras", "Keras"),
              ("keras_backend", "Keras backend"), ("numpy", "NumPy"), ("platform", "platform"),
              ("device", "device"), ("git_revision", "git revision"))
