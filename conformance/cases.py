@@ -22,9 +22,19 @@ A case file is data. Its schema (every key optional unless marked):
     torch = ">=2.0"                    # optional version ranges
     tensorflow = ""
     keras = ""
-    keras_backend = "tensorflow"       # optional: only on this Keras backend
-    reason = "..."                     # required
-    link = "..."
+    environment = { keras_backend = "tensorflow", onednn = true, onednn_isa = ["avx512", "amx"] }
+                                       # optional: the environment facts it holds in (conformance.facts.SCOPES)
+    reason = "..."                     # required: what was measured, with the facts that scope it
+    link = "..."                       # the evidence test
+    [[unsupported]]                    # a framework refuses a valid configuration here: strict too
+    when = { dilation = [2, 3] }       # same keys as [[divergence]], plus:
+    framework = "tensorflow"           # required: tensorflow, keras, torch or jax
+    message = "do not yet support dilation rates larger than 1"   # required: in the framework's error
+    environment = { onednn = false }
+
+A record applies where its parameters match and the versions and facts are in its scope. It is
+strict both ways: inside its scope the case must still diverge (or still be refused), else the
+result is ``xpass``; outside it the case must pass.
 
 Every error names the file, the case (when there is one) and the field.
 """
@@ -46,34 +56,76 @@ from .layout import Layout, LayoutError
 
 DIRECTIONS = ("torch->keras", "keras->torch")
 _TOP_KEYS = {"family", "description", "dtype", "seed", "batch", "tier", "layout", "tolerance", "grid",
-             "divergence"}
-_DIVERGENCE_KEYS = {"when", "direction", "torch", "tensorflow", "keras", "keras_backend", "reason", "link"}
+             "divergence", "unsupported"}
+_RECORD_KEYS = {"when", "direction", "torch", "tensorflow", "keras", "keras_backend", "environment", "reason", "link"}
+_RECORD_KEYS_BY_KIND = {"divergence": _RECORD_KEYS, "unsupported": _RECORD_KEYS | {"framework", "message"}}
+FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")
 
 
 @dataclass(frozen=True)
 class Divergence:
-    """A recorded, strict, known difference between the frameworks for matching cases."""
+    """A recorded, strict, known difference between the frameworks for matching cases.
+
+    ``kind`` is ``"divergence"`` (both frameworks run and disagree) or ``"unsupported"`` (a
+    framework refuses to run a valid configuration; ``framework`` names it and ``message`` is the
+    text its error must contain). ``environment`` scopes the record by the facts of
+    :mod:`conformance.facts` (``{"onednn": (False,)}``), beside the version ranges.
+    """
 
     when: Mapping[str, tuple[Any, ...]]
     reason: str
     direction: str = "both"
     versions: Mapping[str, str] = field(default_factory=dict)   # package -> specifier set
     link: str = ""
-    keras_backend: str = ""                                      # "" for every backend
+    environment: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)   # fact -> accepted values
+    kind: str = "divergence"
+    framework: str = ""          # unsupported only: "tensorflow", "keras", "torch" or "jax"
+    message: str = ""            # unsupported only: what the framework's error says
+
+    @property
+    def keras_backend(self) -> str:
+        """The one backend the record is limited to, or "" (kept for reports and older callers)."""
+        backends = self.environment.get("keras_backend", ())
+        return str(backends[0]) if len(backends) == 1 else ""
 
     def matches(self, params: Mapping[str, Any], direction: str) -> bool:
         if self.direction not in ("both", direction):
             return False
         return all(params.get(key) in values for key, values in self.when.items())
 
-    def applies_to(self, installed: Mapping[str, str], backend: str = "") -> bool:
-        """Whether the installed framework versions and the Keras backend fall inside the record."""
+    def applies_to(self, installed: Mapping[str, str], facts: Mapping[str, Any] | str = "") -> bool:
+        """Whether the installed versions and the environment facts fall inside the record's scope.
+
+        ``facts`` is :func:`conformance.facts.scope_facts` (a bare string is read as the Keras backend).
+        """
         from packaging.specifiers import SpecifierSet
         from packaging.version import Version
-        if self.keras_backend and backend and backend != self.keras_backend:
+
+        from .facts import in_scope
+        if isinstance(facts, str):
+            facts = {"keras_backend": facts} if facts else {}
+        scope = {k: v for k, v in self.environment.items() if k in facts}
+        if not in_scope(scope, facts):
             return False
         return all(package not in installed or Version(installed[package].split("+")[0]) in SpecifierSet(spec)
                    for package, spec in self.versions.items() if spec)
+
+    def scope_text(self) -> str:
+        """``tensorflow >=2.20; onednn = true; onednn_isa in avx512, amx``: the record's scope in words."""
+        parts = [f"{package} {spec}" for package, spec in self.versions.items() if spec]
+        for key, values in self.environment.items():
+            shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+            parts.append(f"{key} = {shown[0]}" if len(shown) == 1 else f"{key} in {', '.join(shown)}")
+        return "; ".join(parts) or "every environment"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "when": {k: list(v) for k, v in self.when.items()}, "direction": self.direction,
+               "versions": dict(self.versions), "environment": {k: list(v) for k, v in self.environment.items()},
+               "keras_backend": self.keras_backend, "reason": self.reason, "link": self.link,
+               "scope": self.scope_text()}
+        if self.kind == "unsupported":
+            out.update(framework=self.framework, message=self.message)
+        return out
 
 
 @dataclass(frozen=True)
@@ -92,7 +144,14 @@ class Case:
     tier: str = "default"
 
     def divergence_for(self, direction: str) -> Divergence | None:
+        """The first record whose parameters match, in any environment."""
         return next((d for d in self.divergences if d.matches(self.params, direction)), None)
+
+    def record_for(self, direction: str, installed: Mapping[str, str], facts: Mapping[str, Any]) -> Divergence | None:
+        """The record that applies to this case here: its parameters match and the versions and
+        environment facts fall in its scope."""
+        return next((d for d in self.divergences if d.matches(self.params, direction)
+                     and d.applies_to(installed, facts)), None)
 
 
 def format_value(value: Any) -> str:
@@ -171,48 +230,90 @@ def _tolerance(raw: Any, file: str) -> Tolerance | None:
     return Tolerance(float(raw.get("atol", 0.0)), float(raw.get("rtol", 0.0)), reason)
 
 
-def _divergences(raw: Any, family: Family, file: str) -> tuple[Divergence, ...]:
+def _environment(raw: Any, where: str, file: str) -> dict[str, tuple[Any, ...]]:
+    """``environment = { onednn = false, onednn_isa = ["avx512", "amx"] }``: facts and accepted values."""
+    from .facts import SCOPES
+    scope: dict[str, tuple[Any, ...]] = {}
+    for key, values in _expect(raw, dict, where, file, "a table of environment facts").items():
+        if key not in SCOPES:
+            raise CaseError(f"unknown environment fact {key!r}; records can be scoped on {sorted(SCOPES)}",
+                            file=file, field=f"{where}.{key}")
+        allowed = SCOPES[key]
+        alternatives = _alternatives(values)
+        if not alternatives:
+            raise CaseError("an empty list matches no environment", file=file, field=f"{where}.{key}")
+        for value in alternatives:
+            if allowed is None and not isinstance(value, str) or allowed is not None and (
+                    value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool)):
+                shown = [str(a).lower() if isinstance(a, bool) else repr(a) for a in allowed or ()]
+                expected = "a string" if allowed is None else ", ".join(shown[:-1]) + " or " + shown[-1]
+                raise CaseError(f"expected {expected}, got {value!r}", file=file, field=f"{where}.{key}")
+        scope[key] = tuple(alternatives)
+    return scope
+
+
+def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tuple[Divergence, ...]:
+    """The ``[[divergence]]`` and ``[[unsupported]]`` records of a file, validated."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
     records = []
-    for i, entry in enumerate(_expect(raw, list, "divergence", file, "a list of [[divergence]] tables")):
-        where = f"divergence[{i}]"
-        _expect(entry, dict, where, file, "a table")
-        unknown = set(entry) - _DIVERGENCE_KEYS
-        if unknown:
-            raise CaseError(f"unknown key {sorted(unknown)[0]!r}; expected {sorted(_DIVERGENCE_KEYS)}",
-                            file=file, field=where)
-        reason = entry.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise CaseError("a divergence needs a reason", file=file, field=f"{where}.reason")
-        direction = entry.get("direction", "both")
-        if direction not in ("both", *DIRECTIONS):
-            raise CaseError(f"expected 'both', 'torch->keras' or 'keras->torch', got {direction!r}", file=file,
-                            field=f"{where}.direction")
-        when = _expect(entry.get("when"), dict, f"{where}.when", file, "a table of parameter values")
-        pattern: dict[str, tuple[Any, ...]] = {}
-        for key, values in when.items():
-            spec = family.params.get(key)
-            if spec is None:
-                raise CaseError(f"{family.name} has no parameter {key!r}", file=file, field=f"{where}.when.{key}")
-            try:
-                pattern[key] = tuple(spec.check(v) for v in _alternatives(values))
-            except ValueError as exc:
-                raise CaseError(str(exc), file=file, field=f"{where}.when.{key}") from None
-        versions = {}
-        for package in ("torch", "tensorflow", "keras"):
-            spec_text = entry.get(package, "")
-            try:
-                SpecifierSet(_expect(spec_text, str, f"{where}.{package}", file, "a version specifier string"))
-            except InvalidSpecifier:
-                raise CaseError(f"invalid version range {spec_text!r}", file=file,
-                                field=f"{where}.{package}") from None
-            versions[package] = spec_text
-        backend = entry.get("keras_backend", "")
-        if backend not in ("", "tensorflow", "torch", "jax"):
-            raise CaseError(f"expected 'tensorflow', 'torch' or 'jax', got {backend!r}", file=file,
-                            field=f"{where}.keras_backend")
-        records.append(Divergence(pattern, reason.strip(), direction, versions,
-                                  _expect(entry.get("link", ""), str, f"{where}.link", file, "a string"), backend))
+    for kind in ("divergence", "unsupported"):
+        entries = _expect(raw_file.get(kind, []), list, kind, file, f"a list of [[{kind}]] tables")
+        for i, entry in enumerate(entries):
+            where = f"{kind}[{i}]"
+            _expect(entry, dict, where, file, "a table")
+            allowed_keys = _RECORD_KEYS_BY_KIND[kind]
+            unknown = set(entry) - allowed_keys
+            if unknown:
+                raise CaseError(f"unknown key {sorted(unknown)[0]!r}; expected {sorted(allowed_keys)}",
+                                file=file, field=where)
+            reason = entry.get("reason")
+            if not isinstance(reason, str) or not reason.strip():
+                raise CaseError(f"a {kind} record needs a reason", file=file, field=f"{where}.reason")
+            direction = entry.get("direction", "both")
+            if direction not in ("both", *DIRECTIONS):
+                raise CaseError(f"expected 'both', 'torch->keras' or 'keras->torch', got {direction!r}", file=file,
+                                field=f"{where}.direction")
+            when = _expect(entry.get("when"), dict, f"{where}.when", file, "a table of parameter values")
+            pattern: dict[str, tuple[Any, ...]] = {}
+            for key, values in when.items():
+                spec = family.params.get(key)
+                if spec is None:
+                    raise CaseError(f"{family.name} has no parameter {key!r}", file=file,
+                                    field=f"{where}.when.{key}")
+                try:
+                    pattern[key] = tuple(spec.check(v) for v in _alternatives(values))
+                except ValueError as exc:
+                    raise CaseError(str(exc), file=file, field=f"{where}.when.{key}") from None
+            versions = {}
+            for package in ("torch", "tensorflow", "keras"):
+                spec_text = entry.get(package, "")
+                try:
+                    SpecifierSet(_expect(spec_text, str, f"{where}.{package}", file, "a version specifier string"))
+                except InvalidSpecifier:
+                    raise CaseError(f"invalid version range {spec_text!r}", file=file,
+                                    field=f"{where}.{package}") from None
+                versions[package] = spec_text
+            environment = _environment(entry.get("environment", {}), f"{where}.environment", file)
+            if "keras_backend" in entry:      # shorthand for environment = { keras_backend = ... }
+                if "keras_backend" in environment:
+                    raise CaseError("keras_backend is given twice; keep it in environment", file=file,
+                                    field=f"{where}.keras_backend")
+                environment.update(_environment({"keras_backend": entry["keras_backend"]},
+                                                where, file))
+            framework, message = "", ""
+            if kind == "unsupported":
+                framework = entry.get("framework")
+                if framework not in FRAMEWORKS:
+                    raise CaseError(f"name the framework that refuses: one of {', '.join(FRAMEWORKS)}; got "
+                                    f"{framework!r}", file=file, field=f"{where}.framework")
+                message = entry.get("message")
+                if not isinstance(message, str) or not message.strip():
+                    raise CaseError("give the text of the framework's error (a part of it that does not change "
+                                    "from case to case)", file=file, field=f"{where}.message")
+                message = message.strip()
+            records.append(Divergence(pattern, reason.strip(), direction, versions,
+                                      _expect(entry.get("link", ""), str, f"{where}.link", file, "a string"),
+                                      environment, kind, framework, message))
     return tuple(records)
 
 
@@ -269,7 +370,7 @@ def load_file(path: str | Path) -> list[Case]:
     if tier not in ("default", "extended"):
         raise CaseError(f"expected 'default' or 'extended', got {tier!r}", file=file, field="tier")
     tolerance = _tolerance(raw.get("tolerance"), file)
-    divergences = _divergences(raw.get("divergence", []), family, file)
+    divergences = _divergences(raw, family, file)
     layouts = _layouts(raw.get("layout"), family, file)
     grids = raw.get("grid")
     if not grids:
@@ -296,10 +397,11 @@ def load_file(path: str | Path) -> list[Case]:
             seed = (zlib.crc32(cid.encode()) ^ base_seed) & 0x7FFFFFFF
             cases[cid] = Case(cid, family.name, normalised, file, seed, batch, tolerance, divergences, layouts, tier)
     used = {id(d) for c in cases.values() for d in c.divergences if any(d.matches(c.params, x) for x in DIRECTIONS)}
-    for i, record in enumerate(divergences):
-        if id(record) not in used:
-            raise CaseError("matches no case in this file: a stale or mistyped record", file=file,
-                            field=f"divergence[{i}].when")
+    for kind in ("divergence", "unsupported"):
+        for i, record in enumerate(r for r in divergences if r.kind == kind):
+            if id(record) not in used:
+                raise CaseError("matches no case in this file: a stale or mistyped record", file=file,
+                                field=f"{kind}[{i}].when")
     return list(cases.values())
 
 

@@ -38,7 +38,8 @@ def _selected(case_id: str, family: str, expressions: Sequence[str], families: C
 
 
 def _progress(done: int, total: int, result: Any, started: float) -> None:
-    mark = {"passed": ".", "divergence": "x", "xpass": "X", "failed": "F", "error": "E", "skipped": "s"}
+    mark = {"passed": ".", "divergence": "x", "unsupported": "u", "xpass": "X", "failed": "F", "error": "E",
+            "skipped": "s"}
     sys.stdout.write(mark.get(result.outcome, "?"))
     if done % 60 == 0 or done == total:
         sys.stdout.write(f" [{done}/{total}, {time.perf_counter() - started:.0f}s]\n")
@@ -73,7 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{torch.__version__})", file=sys.stderr)
             return EXIT_USAGE
     total = len(cases) * len(DIRECTIONS)
-    print(f"conformance: {len(cases)} cases x {len(DIRECTIONS)} directions from {args.cases}")
+    from .facts import collect, describe
+    print(f"conformance: {len(cases)} cases x {len(DIRECTIONS)} directions from {args.cases}\n"
+          f"environment: {describe(collect(args.torch_device))}")
     started = time.perf_counter()
     outcomes = []
     for case in cases:
@@ -86,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + result.explain())
     document = results_file.build([r.to_json() for r in outcomes], results_file.divergence_records(cases),
                                   [{"file": e.file, "case": e.case, "field": e.field, "message": e.detail}
-                                   for e in catalogue.errors])
+                                   for e in catalogue.errors], torch_device=args.torch_device)
     output = Path(args.output)
     results_path = results_file.write(document, output / "results.json")
     from .report import junit_xml, render
@@ -97,8 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         junit_path.parent.mkdir(parents=True, exist_ok=True)
         junit_path.write_bytes(junit_xml(document, {(r.id, r.direction): r.explain() for r in bad}))
     summary = document["summary"]
-    print("\n" + ", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "xpass", "error",
-                                                         "skipped") if summary[k]) +
+    print("\n" + ", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "unsupported", "xpass",
+                                                         "error", "skipped") if summary[k]) +
           f" in {time.perf_counter() - started:.1f}s")
     print(f"results: {results_path}\nreport:  {report_path}")
     if args.junit:
@@ -136,13 +139,32 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"error: --headroom-factor must be above 1, not {args.headroom_factor:g}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        baseline, candidate = results_file.load(args.baseline), results_file.load(args.candidate)
+        candidate = results_file.load(args.candidate)
+        baseline_path = _baseline_for(Path(args.baseline), candidate)
+        baseline = results_file.load(baseline_path)
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     changes = diff(baseline, candidate, headroom_factor=args.headroom_factor)
-    print(f"baseline:  {args.baseline}\ncandidate: {args.candidate}\n{changes.format()}")
+    print(f"baseline:  {baseline_path}\ncandidate: {args.candidate}\n{changes.format()}")
     return EXIT_FAILED if changes else EXIT_OK
+
+
+def _baseline_for(path: Path, candidate: dict[str, Any]) -> Path:
+    """A baseline file as given, or from a directory of baselines the one of the candidate's
+    environment class (``reports/baselines/tensorflow-onednn-off.json``)."""
+    from .diff import environment_class
+    from .results import ResultsError
+    if not path.is_dir():
+        return path
+    wanted = environment_class(candidate)
+    chosen = path / f"{wanted}.json"
+    if not chosen.is_file():
+        have = sorted(p.stem for p in path.glob("*.json"))
+        raise ResultsError(f"{path}: no baseline for the candidate's environment class {wanted!r} (there are: "
+                           f"{', '.join(have) or 'none'}). Make one with `conformance baseline RESULTS.json` on such "
+                           "an environment, or name a baseline file to compare across classes.")
+    return chosen
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -162,7 +184,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     document["cases"] = [{k: v for k, v in case.items() if k not in ("mapping", "timings")}
                          for case in document["cases"]]
     document.pop("benchmarks", None)
-    path = results_file.write(document, args.output)
+    output = Path(args.output)
+    if output.is_dir() or not output.suffix:
+        from .diff import environment_class
+        output = output / f"{environment_class(document)}.json"
+    path = results_file.write(document, output)
     print(f"baseline: {path} ({len(document['cases'])} case results)")
     return EXIT_OK
 
@@ -198,16 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Lists cases newly failing or erroring, cases missing from the candidate, recorded "
                     "divergences that now pass (xpass), and passing cases whose headroom (observed / allowed "
                     "error) grew more than --headroom-factor times (a baseline headroom below 1e-3 counts as "
-                    "1e-3). Exit status: 0 no regressions, 1 regressions, 2 unusable input.")
-    compare.add_argument("baseline", metavar="BASELINE.json")
+                    "1e-3). When the runs used different kernels (oneDNN on/off, another Keras backend), it says so "
+                    "and lists headroom growth for information only. Exit status: 0 no regressions, 1 regressions, "
+                    "2 unusable input.")
+    compare.add_argument("baseline", metavar="BASELINE",
+                         help="a results file, or a directory of baselines: the one named after the candidate's "
+                              "environment class is used (reports/baselines)")
     compare.add_argument("candidate", metavar="CANDIDATE.json")
     compare.add_argument("--headroom-factor", type=float, default=10.0, metavar="F",
                          help="flag a passing case whose headroom grew more than F times (default: 10)")
     compare.set_defaults(func=cmd_diff)
     baseline = sub.add_parser("baseline", help="store a results.json as the upgrade gate's baseline")
     baseline.add_argument("results", metavar="RESULTS.json")
-    baseline.add_argument("-o", "--output", metavar="BASELINE.json", default="reports/baselines/baseline.json",
-                          help="default: reports/baselines/baseline.json")
+    baseline.add_argument("-o", "--output", metavar="PATH", default="reports/baselines",
+                          help="a file, or a directory where the file is named after the run's environment class "
+                               "(default: reports/baselines/CLASS.json, e.g. tensorflow-onednn-on.json)")
     baseline.add_argument("--allow-failures", action="store_true", help="store a run that has failures")
     baseline.set_defaults(func=cmd_baseline)
     return parser

@@ -10,11 +10,19 @@
   tiny headrooms are rounding noise, so the baseline headroom is floored at
   :data:`HEADROOM_FLOOR` (an error of 1e-3 of the allowed error): with the default factor of 10
   a case is flagged only once its error exceeds 1% of the allowed error and 10x the baseline.
-- ``stale_divergences``: ``xpass`` in the candidate: a recorded divergence that no longer
-  diverges, so its record must be removed or narrowed.
+- ``stale_divergences``: ``xpass`` in the candidate but not in the baseline: a recorded
+  divergence or refusal that stopped happening, so its record must be removed or narrowed.
 
-All four are regressions: the CLI exits 1 when any is non-empty. ``fixed`` (failed or error in
-the baseline, passed now) is reported for information only. Reads only the JSON, never torch.
+All four are regressions: the CLI exits 1 when any is non-empty. Reported for information only:
+``fixed`` (failed or error in the baseline, passed now) and ``stale_in_both`` (``xpass`` in both
+runs: the record was already stale when the baseline was made, so nothing changed).
+
+Like with like: each run's ``environment.facts`` says which kernels it used. When the two runs
+differ in a fact that a record is scoped on (oneDNN on or off, the oneDNN ISA, the Keras
+backend), :attr:`Diff.environment_differs` lists it, and headroom growth is reported for
+information instead of as a regression: other kernels round differently. Outcomes still count,
+since records scoped on those facts already explain every difference they should.
+Reads only the JSON, never torch.
 """
 
 from __future__ import annotations
@@ -57,12 +65,17 @@ class Diff:
     headroom_grew: list[Change] = field(default_factory=list)
     stale_divergences: list[Change] = field(default_factory=list)
     fixed: list[Change] = field(default_factory=list)
+    stale_in_both: list[Change] = field(default_factory=list)
+    headroom_info: list[Change] = field(default_factory=list)   # growth across environments that differ
     headroom_factor: float = 10.0
     environment: list[str] = field(default_factory=list)   # "torch 2.3.0 -> 2.4.0", what changed
+    environment_differs: list[str] = field(default_factory=list)   # scoped facts that differ: "onednn true -> false"
     compared: int = 0
 
     SECTIONS = (("newly_failing", "newly failing"), ("missing", "missing from the candidate"),
-                ("headroom_grew", "headroom grew"), ("stale_divergences", "stale divergences (xpass)"))
+                ("headroom_grew", "headroom grew"), ("stale_divergences", "stale records (xpass)"))
+    INFORMATION = (("fixed", "fixed"), ("stale_in_both", "stale in both runs (update the record)"),
+                   ("headroom_info", "headroom grew across different kernels"))
 
     @property
     def regressions(self) -> list[Change]:
@@ -76,22 +89,30 @@ class Diff:
                  f"floor {HEADROOM_FLOOR:g})"]
         if self.environment:
             lines.append("environment: " + "; ".join(self.environment))
+        if self.environment_differs:
+            lines.append("the two runs used different kernels: they differ in facts that records are scoped on ("
+                         + "; ".join(self.environment_differs) + "). Records scoped on them explain outcome "
+                         "changes; headroom changes are listed for information only. For a like-with-like gate, "
+                         "compare with a baseline of the same environment class.")
         for name, title in self.SECTIONS:
             changes = getattr(self, name)
             if changes:
                 lines.append(f"\n{title} ({len(changes)}):")
                 lines.extend(change.line() for change in changes)
-        if self.fixed:
-            lines.append(f"\nfixed, for information ({len(self.fixed)}):")
-            lines.extend(change.line() for change in self.fixed)
+        for name, title in self.INFORMATION:
+            changes = getattr(self, name)
+            if changes:
+                lines.append(f"\n{title}, for information ({len(changes)}):")
+                lines.extend(change.line() for change in changes)
         count = len(self.regressions)
         lines.append(f"\n{count} regression{'s' if count != 1 else ''}" if count else "\nno regressions")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: [c.to_json() for c in getattr(self, name)] for name, _ in self.SECTIONS}
-        out.update(fixed=[c.to_json() for c in self.fixed], headroom_factor=self.headroom_factor,
-                   headroom_floor=HEADROOM_FLOOR, environment=self.environment, compared=self.compared)
+        out.update({name: [c.to_json() for c in getattr(self, name)] for name, _ in self.INFORMATION})
+        out.update(headroom_factor=self.headroom_factor, headroom_floor=HEADROOM_FLOOR, environment=self.environment,
+                   environment_differs=self.environment_differs, compared=self.compared)
         return out
 
 
@@ -125,6 +146,7 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
     env_before, env_after = baseline.get("environment") or {}, candidate.get("environment") or {}
     result.environment = [f"{k} {env_before.get(k)} -> {env_after.get(k)}" for k in _VERSIONS
                           if env_before.get(k) != env_after.get(k)]
+    result.environment_differs = scoped_differences(baseline, candidate)
     for key, new in after.items():
         old = before.get(key)
         family = new.get("family", "")
@@ -135,11 +157,18 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
         elif old is not None and old["outcome"] in FAILING and new["outcome"] == "passed":
             result.fixed.append(Change(*key, family, old["outcome"], _state(new), "now within tolerance"))
         if new["outcome"] == "xpass":
-            reason = (new.get("divergence") or {}).get("reason", "")
-            why = "the recorded divergence no longer diverges; remove or narrow its record in " + \
-                  (new.get("file") or "its case file") + (f" (recorded reason: {reason})" if reason else "")
+            record = new.get("divergence") or {}
+            reason, kind = record.get("reason", ""), record.get("kind", "divergence")
+            what = "recorded refusal no longer happens" if kind == "unsupported" else \
+                "recorded divergence no longer diverges"
+            why = f"the {what}; remove or narrow its [[{kind}]] record in " + \
+                  (new.get("file") or "its case file") + \
+                  (f" (scope: {record['scope']})" if record.get("scope") else "") + \
+                  (f" (recorded reason: {reason})" if reason else "")
             was = _state(old) if old else "absent"
-            result.stale_divergences.append(Change(*key, family, was, "xpass", why))
+            stale = result.stale_in_both if old is not None and old["outcome"] == "xpass" else \
+                result.stale_divergences
+            stale.append(Change(*key, family, was, "xpass", why))
         if old is not None and old["outcome"] == new["outcome"] == "passed":
             h_old, h_new = old.get("headroom"), new.get("headroom")
             if isinstance(h_old, int | float) and isinstance(h_new, int | float):
@@ -150,8 +179,8 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
                            f" (allowed {_num(new.get('allowed_error'))}): headroom x{h_new / reference:.3g}, "
                            f"over the factor {headroom_factor:g}"
                            + (f" against the floor {HEADROOM_FLOOR:g}" if h_old < HEADROOM_FLOOR else ""))
-                    result.headroom_grew.append(Change(*key, family, f"headroom {_num(h_old)}",
-                                                       f"headroom {_num(h_new)}", why))
+                    grew = result.headroom_info if result.environment_differs else result.headroom_grew
+                    grew.append(Change(*key, family, f"headroom {_num(h_old)}", f"headroom {_num(h_new)}", why))
     for key, old in before.items():
         if key not in after:
             result.missing.append(Change(*key, old.get("family", ""), _state(old), "absent",
@@ -160,4 +189,36 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
     return result
 
 
-__all__ = ["HEADROOM_FLOOR", "Change", "Diff", "diff"]
+def scoped_differences(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
+    """The environment facts that some record of either run is scoped on and that differ between
+    the runs: ``["onednn true -> false"]``. Runs without facts (schema 1) compare only the backend."""
+    scoped = {"keras_backend"}
+    for document in (baseline, candidate):
+        for record in document.get("divergences") or []:
+            scoped.update((record.get("environment") or {}).keys())
+    before = _facts(baseline)
+    after = _facts(candidate)
+    return [f"{key} {_fact(before.get(key))} -> {_fact(after.get(key))}" for key in sorted(scoped)
+            if key in before and key in after and before[key] != after[key]]
+
+
+def _facts(document: dict[str, Any]) -> dict[str, Any]:
+    env = document.get("environment") or {}
+    facts = dict(env.get("facts") or {})
+    if "keras_backend" not in facts and env.get("keras_backend"):
+        facts["keras_backend"] = env["keras_backend"]
+    return facts
+
+
+def _fact(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def environment_class(document: dict[str, Any]) -> str:
+    """The environment class a run belongs to (``tensorflow-onednn-on``); see :mod:`conformance.facts`."""
+    from .facts import environment_class as name
+    facts = _facts(document)
+    return facts.get("class") or name(facts)
+
+
+__all__ = ["HEADROOM_FLOOR", "Change", "Diff", "diff", "environment_class", "scoped_differences"]

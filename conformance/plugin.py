@@ -116,7 +116,7 @@ class CaseItem(pytest.Item):
         self.config.stash[_RESULTS_KEY].append(result.to_json())
         if result.outcome == "divergence":
             pytest.xfail(f"recorded divergence: {result.divergence['reason'] if result.divergence else ''}")
-        if result.outcome == "skipped":
+        if result.outcome in ("skipped", "unsupported"):
             pytest.skip(result.message)
         if result.outcome != "passed":
             raise CaseFailure(result)

@@ -99,9 +99,28 @@ def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> 
     return "\n".join(part for part in parts if part)
 
 
+def _facts(facts: Mapping[str, Any]) -> str:
+    """The environment facts that decide which kernels ran (and so which records apply)."""
+    if not facts:
+        return ""
+    onednn = {True: "on", False: "off"}.get(facts.get("onednn"), "—")
+    flags = ", ".join(name for name, on in (facts.get("cpu_flags") or {}).items() if on) or "none known"
+    threads = ", ".join(f"{k} {v}" for k, v in (facts.get("threads") or {}).items())
+    variables = ", ".join(f"{k}={v}" for k, v in (facts.get("variables") or {}).items()) or "none set"
+    rows = (("CPU", facts.get("cpu")), ("ISA (torch)", facts.get("isa")), ("CPU flags", flags),
+            ("oneDNN (Keras backend)", f"{onednn}, kernels up to {facts.get('onednn_isa', '—')}"),
+            ("TensorFlow oneDNN", {True: "on", False: "off"}.get(facts.get("tensorflow_onednn"), "n/a")),
+            ("torch mkldnn", {True: "on", False: "off"}.get(facts.get("torch_mkldnn"), "—")),
+            ("torch device", facts.get("torch_device")), ("threads", threads), ("variables", variables),
+            ("environment class", facts.get("class")))
+    return "".join(f"<div><dt>{_e(label)}</dt><dd>{_e(value if value is not None else '—')}</dd></div>"
+                   for label, value in rows)
+
+
 def _header(document: dict[str, Any], env: Mapping[str, Any]) -> str:
     items = "".join(f"<div><dt>{label}</dt><dd>{_e(env.get(key, '—'))}</dd></div>" for key, label in _ENV_KEYS
                     if key in env or key != "keras_backend")
+    items += _facts(env.get("facts") or {})
     devices = env.get("devices") or []
     if len(devices) > 1:
         items += f"<div class='wide'><dt>devices</dt><dd>{_e(', '.join(map(str, devices)))}</dd></div>"
@@ -195,11 +214,17 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
              f"tensorflow {_e(base_env.get('tensorflow'))}, "
              f"keras {_e(base_env.get('keras'))}")
     env_line = (f"<p>changed: {_e('; '.join(changes.environment))}</p>" if changes.environment else "")
+    if changes.environment_differs:
+        env_line += (f"<p class='warn'>the two runs used different kernels ({_e('; '.join(changes.environment_differs))}"
+                     "): records scoped on these facts explain outcome changes, and headroom changes are shown "
+                     "for information only. Compare with a baseline of the same environment class.</p>")
     groups = [("newly_failing", "newly failing or erroring", "bad"),
               ("missing", "missing from this run", "bad"),
-              ("stale_divergences", "xpass: recorded divergence no longer diverges", "warn"),
+              ("stale_divergences", "xpass: a recorded divergence or refusal no longer happens", "warn"),
               ("headroom_grew", f"headroom grew over {changes.headroom_factor:g}× (error grew)", "warn"),
-              ("fixed", "fixed", "good")]
+              ("fixed", "fixed", "good"),
+              ("stale_in_both", "xpass in both runs: the record was already stale (not a regression)", "warn"),
+              ("headroom_info", "headroom grew across different kernels (for information)", "good")]
     blocks = []
     for name, label, tone in groups:
         items = getattr(changes, name)
@@ -210,7 +235,7 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
             f"{_e(c.id)}</a> <span class='dir'>{_e(c.direction)}</span> "
             f"<span class='ba'>{_e(c.before)} → {_e(c.after)}</span><div class='why'>{_e(c.why)}</div></li>"
             for c in items)
-        tag = "details" if name == "fixed" else "details open"
+        tag = "details" if name in ("fixed", "stale_in_both", "headroom_info") else "details open"
         blocks.append(f"<{tag} class='group {tone}'><summary>{len(items)} {_e(label)}</summary>"
                       f"<ul>{rows}</ul></details>")
     count = len(changes.regressions)
@@ -233,6 +258,7 @@ def _load_errors(errors: list[dict[str, Any]]) -> str:
 
 
 def _divergences(records: list[dict[str, Any]], cases: list[dict[str, Any]]) -> str:
+    """The recorded divergences and refusals, each with its scope and what it did in this run."""
     hits: Counter[tuple[str, str, str]] = Counter()
     for case in cases:
         if case.get("divergence"):
@@ -241,21 +267,27 @@ def _divergences(records: list[dict[str, Any]], cases: list[dict[str, Any]]) -> 
     for r in records:
         when = "; ".join(f"{k} ∈ {', '.join(json.dumps(v) for v in values)}" for k, values in
                          (r.get("when") or {}).items()) or "every case"
-        versions = ", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items() if v) or "any version"
+        versions = r.get("scope") or ", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items() if v) \
+            or "every environment"
         link = r.get("link") or ""
         link_html = (f" <a href='{_e(link)}' rel='noopener noreferrer' target='_blank'>evidence</a>"
                      if re.match(r"https?://", link) else (f" {_e(link)}" if link else ""))
         key = (r.get("family", ""), r.get("reason", ""))
-        seen = f"{hits[(*key, 'divergence')]} diverge" + (f", <b class='x'>{hits[(*key, 'xpass')]} xpass</b>"
-                                                          if hits[(*key, 'xpass')] else "")
-        rows.append(f"<tr><td><b>{_e(r.get('family'))}</b><div class='meta'>{_e(r.get('file'))}</div></td>"
+        kind = r.get("kind", "divergence")
+        held = hits[(*key, kind)]
+        seen = (f"{held} {'diverge' if kind == 'divergence' else 'refused'}" if held else "out of scope here") + (
+            f", <b class='x'>{hits[(*key, 'xpass')]} xpass</b>" if hits[(*key, 'xpass')] else "")
+        rows.append(f"<tr><td><b>{_e(r.get('family'))}</b> <span class='meta'>{_e(kind)}</span>"
+                    f"<div class='meta'>{_e(r.get('file'))}</div></td>"
                     f"<td><code>{_e(when)}</code></td><td>{_e(r.get('direction', 'both'))}</td>"
                     f"<td>{_e(versions)}</td><td>{seen}</td><td>{_e(r.get('reason'))}{link_html}</td></tr>")
-    body = ("<table class='div'><thead><tr><th>family</th><th>when</th><th>direction</th><th>versions</th>"
+    body = ("<table class='div'><thead><tr><th>family</th><th>when</th><th>direction</th><th>scope</th>"
             f"<th>this run</th><th>reason</th></tr></thead><tbody>{''.join(rows)}</tbody></table>" if rows
             else "<p class='meta'>none recorded</p>")
-    return (f"<section id='divergences'><h2>{len(records)} known divergence{'s' if len(records) != 1 else ''}"
-            f"</h2>{body}</section>")
+    return (f"<section id='divergences'><h2>{len(records)} recorded divergence{'s' if len(records) != 1 else ''} "
+            "and refusals</h2><p class='meta'>A record applies only inside its scope (versions and environment "
+            "facts); inside it the case must still diverge or be refused, outside it the case must pass.</p>"
+            f"{body}</section>")
 
 
 # ---- JUnit XML ----------------------------------------------------------------------------------------
@@ -286,7 +318,10 @@ def explain(case: Mapping[str, Any]) -> str:
         lines.append(f"  float64 reference distance: torch {_num(ref.get('torch'))}, "
                      f"keras {_num(ref.get('keras'))}")
     if case.get("divergence"):
-        lines.append(f"  recorded divergence: {case['divergence'].get('reason', '')}")
+        record = case["divergence"]
+        lines.append(f"  recorded {record.get('kind', 'divergence')}: {record.get('reason', '')}")
+        if record.get("scope"):
+            lines.append(f"  record's scope: {record['scope']}")
     lines.append(f"  params: {json.dumps(case.get('params'))}")
     lines.append(f"  seed: {case.get('seed')}   file: {case.get('file')}")
     lines.append(f'  reproduce: conformance run --select "{case["id"]}"')
@@ -300,7 +335,7 @@ def junit_xml(document: dict[str, Any], explanations: Mapping[tuple[str, str], s
     cases, load_errors = document.get("cases", []), document.get("errors") or []
     counts = Counter(case.get("outcome") for case in cases)
     failures, errors = counts["failed"] + counts["xpass"], counts["error"] + len(load_errors)
-    skipped = counts["divergence"] + counts["skipped"]
+    skipped = counts["divergence"] + counts["unsupported"] + counts["skipped"]
     seconds = sum(float((c.get("timings") or {}).get("total") or 0.0) for c in cases)
     stats = {"tests": str(len(cases) + len(load_errors)), "failures": str(failures), "errors": str(errors),
              "skipped": str(skipped), "time": f"{seconds:.3f}"}
@@ -308,7 +343,8 @@ def junit_xml(document: dict[str, Any], explanations: Mapping[tuple[str, str], s
     suite = ET.SubElement(root, "testsuite", name="conformance", timestamp=_x(document.get("created", "")),
                           **stats)
     properties = ET.SubElement(suite, "properties")
-    for key, value in (document.get("environment") or {}).items():
+    environment = document.get("environment") or {}
+    for key, value in [*environment.items(), *((f"facts.{k}", v) for k, v in (environment.get("facts") or {}).items())]:
         if isinstance(value, str | int | float):
             ET.SubElement(properties, "property", name=key, value=_x(value))
     for case in cases:
@@ -319,7 +355,7 @@ def junit_xml(document: dict[str, Any], explanations: Mapping[tuple[str, str], s
         text = (explanations or {}).get((case["id"], case["direction"])) or explain(case)
         first = _x((case.get("message") or "").splitlines()[0] if case.get("message") else outcome)
         if outcome in ("failed", "xpass"):
-            message = "stale divergence: " + first if outcome == "xpass" else first
+            message = "stale record: " + first if outcome == "xpass" else first
             ET.SubElement(testcase, "failure", message=message, type=outcome).text = _x(text)
         elif outcome == "error":
             ET.SubElement(testcase, "error", message=first, type="error").text = _x(text)
@@ -327,6 +363,8 @@ def junit_xml(document: dict[str, Any], explanations: Mapping[tuple[str, str], s
             reason = (case.get("divergence") or {}).get("reason", "") or first
             ET.SubElement(testcase, "skipped", message=_x(f"recorded divergence: {reason}"),
                           type="divergence")
+        elif outcome == "unsupported":
+            ET.SubElement(testcase, "skipped", message=first, type="unsupported")
         elif outcome == "skipped":
             ET.SubElement(testcase, "skipped", message=first, type="skipped")
     for error in load_errors:

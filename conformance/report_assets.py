@@ -10,7 +10,7 @@ URL fragment: ``#q=<words>&outcome=failed,error&case=<id>&dir=<direction>``.
 CSS = r"""
 :root{--bg:#fff;--fg:#1d2330;--mute:#5f6b7a;--line:#dde2e8;--soft:#f4f6f8;
 --ok0:#17803d;--ok1:#3aa251;--ok2:#7dbf58;--ok3:#bfd64b;--ok4:#f1c232;--ok5:#f08a24;
---failed:#d62728;--error:#7d0a22;--xpass:#c2379b;--divergence:#7b8ba3;--skipped:#c9ced6}
+--failed:#d62728;--error:#7d0a22;--xpass:#c2379b;--divergence:#7b8ba3;--unsupported:#b08d3c;--skipped:#c9ced6}
 *{box-sizing:border-box}
 body{font:13px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);
 margin:0;padding:0 20px 40px}
@@ -27,10 +27,11 @@ section{margin:14px 0}
 background:var(--soft);white-space:nowrap}
 .chip.o-passed{border-color:var(--ok1);background:#eaf6ec}.chip.o-failed{border-color:var(--failed);background:#fdecec}
 .chip.o-error{border-color:var(--error);background:#f8e7ea}.chip.o-xpass{border-color:var(--xpass);background:#fbeaf5}
-.chip.o-divergence{border-color:var(--divergence);background:#eef1f5}.chip.o-skipped{background:#f3f4f6}
+.chip.o-divergence{border-color:var(--divergence);background:#eef1f5}
+.chip.o-unsupported{border-color:var(--unsupported);background:#f7f1e3}.chip.o-skipped{background:#f3f4f6}
 svg.stack{width:100%;height:16px;display:block;border-radius:3px;background:var(--soft)}
 .f-passed{fill:var(--ok1)}.f-failed{fill:var(--failed)}.f-error{fill:var(--error)}.f-xpass{fill:var(--xpass)}
-.f-divergence{fill:var(--divergence)}.f-skipped{fill:var(--skipped)}
+.f-divergence{fill:var(--divergence)}.f-unsupported{fill:var(--unsupported)}.f-skipped{fill:var(--skipped)}
 .hist{margin:0;flex:0 0 430px}.hist svg{width:430px;height:100px;display:block}
 .hist text{font-size:10px;text-anchor:middle;fill:var(--mute)}.hist text.n{fill:var(--fg)}
 .hist figcaption{color:var(--mute);font-size:11px}
@@ -60,7 +61,7 @@ i.c{display:inline-block}
 .c.o-passed{background:var(--ok0)}.c.h1{background:var(--ok1)}.c.h2{background:var(--ok2)}
 .c.h3{background:var(--ok3)}.c.h4{background:var(--ok4)}.c.h5{background:var(--ok5)}
 .c.o-failed{background:var(--failed)}.c.o-error{background:var(--error)}.c.o-xpass{background:var(--xpass)}
-.c.o-divergence{background:var(--divergence)}.c.o-skipped{background:var(--skipped)}
+.c.o-divergence{background:var(--divergence)}.c.o-unsupported{background:var(--unsupported)}.c.o-skipped{background:var(--skipped)}
 .c.none{background:transparent;outline:1px dashed var(--line)}
 .c.flag{outline:2px solid #000;outline-offset:0}
 .c.dim{opacity:.13}
@@ -87,7 +88,7 @@ td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
 .badge{display:inline-block;min-width:70px;padding:0 6px;border-radius:3px;color:#fff;font-size:11px;
 font-weight:600;text-align:center;background:var(--skipped)}
 .badge.o-passed{background:var(--ok0)}.badge.o-failed{background:var(--failed)}.badge.o-error{background:var(--error)}
-.badge.o-xpass{background:var(--xpass)}.badge.o-divergence{background:var(--divergence)}
+.badge.o-xpass{background:var(--xpass)}.badge.o-divergence{background:var(--divergence)}.badge.o-unsupported{background:var(--unsupported)}
 .badge.o-skipped{color:var(--fg)}
 .hr{display:inline-flex;align-items:center;gap:5px;margin-left:6px;font-variant-numeric:tabular-nums;font-size:12px}
 .hb{display:inline-block;width:60px;height:6px;background:#e9edf1;border-radius:3px;overflow:hidden}
@@ -119,8 +120,8 @@ JS = r"""
 (function () {
   'use strict';
   var t0 = performance.now();
-  var OUTCOMES = ['passed', 'failed', 'divergence', 'xpass', 'skipped', 'error'];
-  var SEVERITY = {error: 5, failed: 4, xpass: 3, divergence: 2, skipped: 1, passed: 0};
+  var OUTCOMES = ['passed', 'failed', 'divergence', 'unsupported', 'xpass', 'skipped', 'error'];
+  var SEVERITY = {error: 6, failed: 5, xpass: 4, unsupported: 3, divergence: 2, skipped: 1, passed: 0};
   var data = JSON.parse(document.getElementById('conformance-data').textContent);
   var cases = data.cases || [], baseline = data.baseline, flags = data.flags || {};
   var main = document.getElementById('families'), tip = document.getElementById('tip');
@@ -253,7 +254,9 @@ JS = r"""
     if (c.divergence) {
       var link = /^https?:\/\//.test(c.divergence.link || '') ?
         ' <a href="' + esc(c.divergence.link) + '" rel="noopener noreferrer" target="_blank">evidence</a>' : '';
-      out += '<div class="sub">recorded divergence</div><div>' + esc(c.divergence.reason) + link + '</div>';
+      out += '<div class="sub">recorded ' + esc(c.divergence.kind || 'divergence') + '</div><div>' +
+        esc(c.divergence.reason) + link + '</div>' +
+        (c.divergence.scope ? '<div class="meta">scope: ' + esc(c.divergence.scope) + '</div>' : '');
     }
     var t = c.tolerance, r = c.reference_error, w = c.worst, b = baseline && baseline[key(c)];
     out += '<div class="sub">errors</div>' + kv([

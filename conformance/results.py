@@ -1,7 +1,8 @@
 """``results.json``: the versioned record of a run, written by the CLI and by pytest alike.
 
 Top level: ``schema``, ``schema_version``, ``created``, ``environment``, ``summary``,
-``divergences`` (the recorded known divergences), ``errors`` (case files that did not load)
+``divergences`` (the recorded known divergences and refusals, each with its ``kind`` and its
+environment ``scope``), ``errors`` (case files that did not load)
 and ``cases`` (one entry per concrete case and direction; see :class:`runner.CaseResult`).
 Optional: ``benchmarks``, a timing summary from :func:`conformance.bench.summarise`, added by
 :func:`conformance.bench.attach` (files without it are the same schema version).
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "conformance-results"
-SCHEMA_VERSION = 1
-OUTCOMES = ("passed", "failed", "divergence", "xpass", "skipped", "error")
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)   # 2 added the `unsupported` outcome, environment.facts and record scopes
+OUTCOMES = ("passed", "failed", "divergence", "unsupported", "xpass", "skipped", "error")
 
 
 def git_revision() -> str:
@@ -38,8 +40,9 @@ def git_revision() -> str:
         return "unknown"
 
 
-def environment() -> dict[str, Any]:
-    """Versions, platform and devices. Imports torch and keras, which a run has loaded anyway."""
+def environment(torch_device: str = "cpu") -> dict[str, Any]:
+    """Versions, platform, devices and the facts of :mod:`conformance.facts` (under ``facts``).
+    Imports torch and keras, which a run has loaded anyway."""
     import numpy
     import torch  # torch before tensorflow
     env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -57,6 +60,8 @@ def environment() -> dict[str, Any]:
         devices += [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     env["devices"] = devices
     env["device"] = devices[-1] if len(devices) > 1 else devices[0]
+    from .facts import collect
+    env["facts"] = collect(torch_device)
     env["git_revision"] = git_revision()
     env["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     return env
@@ -70,12 +75,12 @@ def summarise(cases: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 def build(case_results: Sequence[dict[str, Any]], divergences: Sequence[dict[str, Any]] = (),
-          errors: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+          errors: Sequence[dict[str, Any]] = (), torch_device: str = "cpu") -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "environment": environment(),
+        "environment": environment(torch_device),
         "summary": summarise(case_results),
         "divergences": list(divergences),
         "errors": list(errors),
@@ -114,8 +119,9 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise ResultsError(f"{path}: not a conformance results file (no \"schema\": \"{SCHEMA}\")")
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ResultsError(f"{path}: schema_version {version!r}, this tool reads {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ResultsError(f"{path}: schema_version {version!r}, this tool reads "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}")
     cases = document.get("cases")
     if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "direction", "outcome"} <= set(c)
                                               for c in cases):
@@ -131,9 +137,5 @@ def divergence_records(cases: Iterable[Any]) -> list[dict[str, Any]]:
     for case in cases:
         for record in case.divergences:
             if id(record) not in seen:
-                seen[id(record)] = {"family": case.family, "file": case.file,
-                                    "when": {k: list(v) for k, v in record.when.items()},
-                                    "direction": record.direction, "versions": dict(record.versions),
-                                    "keras_backend": record.keras_backend,
-                                    "reason": record.reason, "link": record.link}
+                seen[id(record)] = {"family": case.family, "file": case.file, **record.to_json()}
     return list(seen.values())

@@ -1,8 +1,9 @@
 """One case, one direction, end to end: build, randomise, transfer, run, compare, judge.
 
 The outcome is one of ``passed``, ``failed``, ``divergence`` (a recorded known divergence that
-still diverges), ``xpass`` (a recorded divergence that no longer diverges: the record is stale
-and the run fails until it is updated), ``skipped`` and ``error``.
+still diverges), ``unsupported`` (a framework refuses the configuration here, as recorded),
+``xpass`` (a recorded divergence or refusal that no longer happens: the record is stale and the
+run fails until it is updated), ``skipped`` and ``error``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import time
 import traceback
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from .cases import Case
+from .cases import Case, Divergence
 from .errors import ConformanceError, UnsupportedError
+from .refusal import NAMES, Refusal, plain, record_hint, refusal_from
 
 
 @dataclass
@@ -50,7 +54,7 @@ class CaseResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("passed", "divergence", "skipped")
+        return self.outcome in ("passed", "divergence", "unsupported", "skipped")
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -79,7 +83,10 @@ class CaseResult:
             lines.append(f"  tolerance: atol {self.tolerance['atol']:.3g}, rtol {self.tolerance['rtol']:.3g} "
                          f"({self.tolerance['reason']})")
         if self.divergence:
-            lines.append(f"  recorded divergence: {self.divergence['reason']}")
+            kind = self.divergence.get("kind", "divergence")
+            lines.append(f"  recorded {kind}: {self.divergence['reason']}")
+            if self.divergence.get("scope"):
+                lines.append(f"  record's scope: {self.divergence['scope']}")
         for warning in self.warnings:
             lines.append(f"  warned: {warning}")
         lines.append(f"  params: {json.dumps(_jsonable(self.params))}")
@@ -124,11 +131,6 @@ def _pair_for(case: Case) -> Any:
     return _PAIRS[case.id]
 
 
-def _keras_backend() -> str:
-    import keras
-    return str(keras.backend.backend())
-
-
 @cache
 def installed_versions() -> dict[str, str]:
     import importlib.metadata as md
@@ -147,44 +149,101 @@ def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResul
     """Run one case in one direction and judge it. Never raises for a problem with the case.
 
     ``torch_device`` puts the torch side on a GPU ("cuda"); TF32 is then disabled, so that the
-    comparison sees float32 arithmetic on both sides.
+    comparison sees float32 arithmetic on both sides. The records that apply are those whose
+    versions and environment facts (:func:`conformance.facts.scope_facts`) fit this process.
     """
+    from .facts import scope_facts
     result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
                         tier=case.tier)
-    record = case.divergence_for(direction)
-    if record is not None and not record.applies_to(installed_versions(), _keras_backend()):
-        record = None
+    facts = scope_facts(torch_device)
+    record = case.record_for(direction, installed_versions(), facts)
     if record is not None:
-        result.divergence = {"reason": record.reason, "link": record.link, "direction": record.direction,
-                             "versions": dict(record.versions), "keras_backend": record.keras_backend}
+        result.divergence = record.to_json()
     started = time.perf_counter()
     caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:   # kept with the case, not sprayed on the terminal
-            warnings.simplefilter("always")
-            _run(case, direction, result, torch_device)
-    except UnsupportedError as exc:
-        result.outcome = "divergence" if record else "error"
-        result.message = f"Keras cannot express this configuration: {exc}" + (
-            "" if record else "\n  (if this is a real framework difference, record it as a [[divergence]])")
-    except ConformanceError as exc:
-        result.outcome, result.message = "error", f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a crash inside torch or keras must not stop the run
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        result.outcome, result.message = "error", f"{type(exc).__name__}: {exc}{where}"
-    else:
-        passed = result.headroom is not None and result.headroom <= 1.0 and not result.message
-        if record is None:
-            result.outcome = "passed" if passed else "failed"
+    with capture_framework_logs() as logged:
+        try:
+            with warnings.catch_warnings(record=True) as caught:   # kept with the case, not sprayed on the terminal
+                warnings.simplefilter("always")
+                _run(case, direction, result, torch_device)
+        except UnsupportedError as exc:
+            _refused(result, Refusal("keras", "keras", plain(f"Keras cannot express this configuration: {exc}")),
+                     record, case, facts)
+        except ConformanceError as exc:
+            result.outcome, result.message = "error", plain(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a crash inside torch or keras must not stop the run
+            refusal = refusal_from(exc)
+            if refusal is not None:
+                _refused(result, refusal, record, case, facts)
+            else:
+                frames = traceback.extract_tb(exc.__traceback__)
+                where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+                result.outcome, result.message = "error", plain(f"{type(exc).__name__}: {exc}{where}")
         else:
-            result.outcome = "xpass" if passed else "divergence"
-            if passed:
-                result.message = ("recorded divergence no longer diverges: the frameworks now agree. "
-                                  f"Remove or narrow the [[divergence]] record in {case.file}")
+            _judge(result, record, case)
     result.timings["total"] = time.perf_counter() - started
-    result.warnings = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    result.warnings = sorted({plain(f"{w.category.__name__}: {w.message}") for w in caught} | set(logged))
     return result
+
+
+def _judge(result: CaseResult, record: Divergence | None, case: Case) -> None:
+    """The outcome of a case that ran: passed or failed, or measured against its record."""
+    passed = result.headroom is not None and result.headroom <= 1.0 and not result.message
+    if record is None:
+        result.outcome = "passed" if passed else "failed"
+    elif record.kind == "unsupported":
+        result.outcome = "xpass" if passed else "failed"
+        result.message = (f"the recorded refusal did not happen: {NAMES[record.framework]} now runs this "
+                          f"configuration{'' if passed else ', and the outputs differ'}. Remove or narrow the "
+                          f"[[unsupported]] record in {case.file} (scope: {record.scope_text()})"
+                          + (f"\n  {result.message}" if result.message else ""))
+    else:
+        result.outcome = "xpass" if passed else "divergence"
+        if passed:
+            result.message = ("recorded divergence no longer diverges: the frameworks now agree. "
+                              f"Remove or narrow the [[divergence]] record in {case.file} "
+                              f"(scope: {record.scope_text()})")
+
+
+def _refused(result: CaseResult, refusal: Refusal, record: Divergence | None, case: Case,
+             facts: dict[str, Any]) -> None:
+    """A framework refused to run the case: ``unsupported`` when recorded for here, else an error."""
+    if record is not None and record.kind == "unsupported" and record.framework == refusal.framework \
+            and record.message in refusal.text:
+        result.outcome = "unsupported"
+        result.message = f"recorded as unsupported here ({record.scope_text()}): {refusal.describe()}"
+        return
+    result.outcome = "error"
+    if record is not None and record.kind == "unsupported":
+        result.message = (f"{refusal.describe()}\n  the [[unsupported]] record in {case.file} expects "
+                          f"{NAMES[record.framework]} to refuse with {record.message!r}; update the record if the "
+                          "refusal is the same one in other words")
+    else:
+        result.message = f"{refusal.describe()}\n  {record_hint(refusal, case.file, case.params, facts)}"
+
+
+@contextmanager
+def capture_framework_logs() -> Iterator[list[str]]:
+    """Keep what TensorFlow, JAX and absl log through Python's logging during a case with the case
+    (retracing notices, for one), instead of letting it break the progress line."""
+    import logging
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(plain(f"{record.name}: {record.getMessage()}").strip())
+
+    handler = Keep(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "jax", "keras")]
+    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers = [handler]
+        logger.propagate = False
+    try:
+        yield lines
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
 
 
 def use_one_torch_thread() -> None:
