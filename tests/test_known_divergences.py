@@ -15,28 +15,108 @@ from conformance.runner import run_case
 CASES = Path(__file__).resolve().parent.parent / "cases"
 
 
-def test_tensorflow_conv2d_single_channel_row_stride_one_is_wrong_without_our_code() -> None:
-    """Evidence for the conv2d record: raw tf.nn.conv2d against torch's conv2d, no conversion involved."""
-    import tensorflow as tf
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (2, 5, 4, 1)).astype(np.float32)          # N H W C
-    kernel = rng.uniform(-1, 1, (1, 3, 1, 1)).astype(np.float32)     # H W I O
-    ours = tf.nn.conv2d(x, kernel, strides=[1, 1, 3, 1], padding="VALID").numpy()
-    theirs = torch.nn.functional.conv2d(torch.from_numpy(np.moveaxis(x, -1, 1)),
-                                        torch.from_numpy(kernel.transpose(3, 2, 0, 1)), stride=(1, 3)).numpy()
-    expected = np.einsum("nhwc,kwco->nho", x[:, :, :3, :], kernel)[:, :, None, :]   # the one output column
-    np.testing.assert_allclose(np.moveaxis(theirs, 1, -1), expected, atol=1e-5)
-    assert np.abs(ours - expected).max() > 1e-2, "TensorFlow now computes this correctly: update the record"
+# ---- evidence: each record's scope against raw-framework probes in several environments ----------------
+#
+# tests/evidence_probes.py runs the frameworks alone (no conversion code) in child processes with
+# oneDNN forced off, forced on, forced on but capped at AVX2 kernels (what an AVX2 machine gets),
+# and on Keras's torch backend. For every probe the record's own scope, evaluated on the facts that
+# process resolved, must predict what happened: inside the scope the framework is wrong (or refuses
+# with the recorded words), outside it the framework is right. So a record whose scope is too wide
+# or too narrow fails here on any machine, not only on the machine that shows the bug.
+
+ENVIRONMENTS = {
+    "as configured": {},
+    "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "oneDNN on": {"TF_ENABLE_ONEDNN_OPTS": "1"},
+    "oneDNN on, AVX2 kernels": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "Keras torch backend": {"KERAS_BACKEND": "torch"},
+}
+PROBES = Path(__file__).resolve().parent / "evidence_probes.py"
 
 
-def test_the_same_geometry_with_two_input_channels_is_correct() -> None:
-    import tensorflow as tf
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (2, 5, 4, 2)).astype(np.float32)
-    kernel = rng.uniform(-1, 1, (1, 3, 2, 1)).astype(np.float32)
-    ours = tf.nn.conv2d(x, kernel, strides=[1, 1, 3, 1], padding="VALID").numpy()
-    expected = np.einsum("nhwc,kwco->nho", x[:, :, :3, :], kernel)[:, :, None, :]
-    np.testing.assert_allclose(ours, expected, atol=1e-5)
+@pytest.fixture(scope="module")
+def observed() -> dict[str, dict[str, Any]]:
+    """Each environment's probe results, the child processes run two at a time."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(overrides: dict[str, str]) -> dict[str, Any]:
+        env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+        env.update(overrides, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        proc = subprocess.run([sys.executable, str(PROBES)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(ENVIRONMENTS, pool.map(run, ENVIRONMENTS.values()), strict=True))
+
+
+def _record(file: str, kind: str) -> Any:
+    return next(r for r in load_file(CASES / file)[0].divergences if r.kind == kind)
+
+
+def _facts(result: dict[str, Any], backend: str | None) -> dict[str, Any]:
+    """The facts a probe ran under: a raw TensorFlow probe runs on TensorFlow's oneDNN switch and a raw
+    torch probe on torch's mkldnn, whatever the process's Keras backend; None keeps the process's."""
+    facts = dict(result["facts"])
+    if backend is not None:
+        facts["keras_backend"] = backend
+        facts["onednn"] = result["facts"]["tensorflow_onednn" if backend == "tensorflow" else "torch_mkldnn"]
+    return facts
+
+
+EVIDENCE = [  # probe, case file, record kind, the backend whose kernels the probe runs (None: the process's)
+    ("tf_conv2d_one_channel", "conv2d.toml", "divergence", "tensorflow"),
+    ("tf_conv3d_one_channel", "conv3d.toml", "divergence", "tensorflow"),
+    ("torch_conv3d_one_channel", "conv3d.toml", "divergence", "torch"),
+    ("tf_dilated_conv2d_transpose", "conv_transpose2d.toml", "unsupported", "tensorflow"),
+    ("tf_depthwise_unequal_strides", "separable_conv2d.toml", "unsupported", "tensorflow"),
+    ("keras_layer_norm_inner_axes", "layer_norm.toml", "unsupported", None),
+]
+
+
+@pytest.mark.parametrize(("probe", "file", "kind", "backend"), EVIDENCE, ids=[e[0] for e in EVIDENCE])
+def test_each_record_scope_predicts_the_raw_frameworks(observed: dict[str, dict[str, Any]], probe: str, file: str,
+                                                       kind: str, backend: str | None) -> None:
+    record = _record(file, kind)
+    seen_in, seen_out = [], []
+    for name, result in observed.items():
+        outcome = result["probes"][probe]
+        facts = _facts(result, backend)
+        where = f"{probe} in '{name}' ({facts}): {outcome}"
+        if record.applies_to(result["versions"], facts):
+            seen_in.append(name)
+            if kind == "unsupported":
+                assert record.message in outcome.get("refused", ""), f"the recorded refusal did not happen: {where}"
+            else:
+                assert outcome.get("error", 0.0) > 1e-2, f"the recorded divergence did not happen: {where}"
+        else:
+            seen_out.append(name)
+            assert "refused" not in outcome and outcome["error"] < 1e-4, f"outside the record's scope, yet: {where}"
+    assert seen_out, f"{file} {kind}: no environment outside its scope was probed"
+
+
+def test_the_probes_put_each_refusal_record_in_scope_somewhere(observed: dict[str, dict[str, Any]]) -> None:
+    """oneDNN off and the torch backend are reachable on every machine, so each refusal is seen here."""
+    for probe, file, kind, backend in EVIDENCE:
+        if kind == "unsupported":
+            record = _record(file, kind)
+            assert any(record.applies_to(r["versions"], _facts(r, backend)) for r in observed.values()), probe
+
+
+def test_every_evidence_link_names_a_test_that_exists() -> None:
+    root = CASES.parent
+    for path in sorted(CASES.glob("*.toml")):
+        for record in {id(r): r for c in load_file(path) for r in c.divergences}.values():
+            if not record.link.startswith("tests/"):
+                continue
+            file, _, name = record.link.partition("::")
+            assert (root / file).is_file(), f"{path.name}: link {record.link!r} names no file"
+            assert not name or f"def {name.split('[')[0]}(" in (root / file).read_text(), \
+                f"{path.name}: link {record.link!r} names no test"
 
 
 def relu_case(tmp_path: Path, record: str) -> Any:

@@ -267,19 +267,3 @@ def test_random_norm_configurations_conform(config: tuple[str, dict[str, Any]]) 
     for direction in DIRECTIONS:
         result = run_case(case, direction)
         assert result.outcome == "passed", result.explain()
-
-
-# ---- evidence for the conv3d record (cases/conv3d.toml)
-
-
-def test_tensorflow_conv3d_single_channel_is_wrong_without_our_code() -> None:
-    """Raw tf.nn.conv3d against an einsum, no conversion involved: one input channel, stride (1, 1, 3)."""
-    import tensorflow as tf
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (2, 3, 5, 4, 1)).astype(np.float32)          # N D H W C
-    kernel = rng.uniform(-1, 1, (1, 1, 3, 1, 2)).astype(np.float32)     # D H W I O
-    ours = tf.nn.conv3d(x, kernel, strides=[1, 1, 1, 3, 1], padding="VALID").numpy()
-    expected = np.einsum("ndhwc,wco->ndho", x[:, :, :, :3, :], kernel[0, 0])[:, :, :, None, :]
-    assert np.abs(ours - expected).max() > 1e-2, "TensorFlow now computes this correctly: update the record"
-    wider = tf.nn.conv3d(np.concatenate([x, x], axis=3), kernel, strides=[1, 1, 1, 3, 1], padding="VALID").numpy()
-    np.testing.assert_allclose(wider[:, :, :, :1], expected, atol=1e-5)   # an output two columns wide is right

@@ -71,10 +71,20 @@ def _build_keras(p: Params, x: Any) -> Any:
     rows = keras.layers.Embedding(p["num_embeddings"], p["embedding_dim"])(x)
     if p["max_norm"] is None:
         return rows
-    norm = ops.norm(rows, ord=p["norm_type"], axis=-1, keepdims=True)
+    norm = _vector_norm(ops, rows, p["norm_type"])
     scale = ops.where(ops.greater(norm, p["max_norm"]), ops.divide(p["max_norm"], ops.add(norm, RENORM_EPS)),
                       1.0)
     return ops.multiply(rows, scale)
+
+
+def _vector_norm(ops: Any, rows: Any, order: float) -> Any:
+    """The ``order``-norm over the last axis, from element-wise ops. Not ``ops.norm``: inside a functional
+    model on the JAX backend (Keras 3.15) its Operation keeps the axis as a list, which jnp.linalg.norm's
+    jit refuses as an unhashable static argument ("Non-hashable static arguments are not supported")."""
+    magnitude = ops.abs(rows)
+    if math.isinf(order):
+        return ops.max(magnitude, axis=-1, keepdims=True)
+    return ops.power(ops.sum(ops.power(magnitude, order), axis=-1, keepdims=True), 1.0 / order)
 
 
 def _make_inputs(p: Params, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,114 @@
+"""Raw-framework probes behind the recorded divergences and refusals: no conversion code involved.
+
+Run as a script in a child process with the environment under test (``TF_ENABLE_ONEDNN_OPTS``,
+``ONEDNN_MAX_CPU_ISA``, ``KERAS_BACKEND``); it prints one JSON object: the environment facts that
+process resolved, and per probe either the largest error against an einsum reference or the
+framework's refusal. tests/test_known_divergences.py checks each record's scope against them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch  # torch before tensorflow
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+RNG_SEED = 0
+
+
+def _outcome(run: Callable[[], float]) -> dict[str, Any]:
+    try:
+        return {"error": float(run())}
+    except Exception as exc:  # a refusal is the observation
+        return {"refused": f"{type(exc).__name__}: {exc}"}
+
+
+def _conv_inputs(shape: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(RNG_SEED)
+    return rng.uniform(-1, 1, shape).astype(np.float32), rng.uniform(-1, 1, kernel).astype(np.float32)
+
+
+def tf_conv2d_one_channel() -> float:
+    """tf.nn.conv2d, one input channel, stride (1, 3), a one-column output (cases/conv2d.toml)."""
+    import tensorflow as tf
+    x, kernel = _conv_inputs((2, 5, 4, 1), (1, 3, 1, 1))                    # N H W C, H W I O
+    ours = tf.nn.conv2d(x, kernel, strides=[1, 1, 3, 1], padding="VALID").numpy()
+    expected = np.einsum("nhwc,kwco->nho", x[:, :, :3, :], kernel)[:, :, None, :]
+    return float(np.abs(ours - expected).max())
+
+
+def _conv3d_reference() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, kernel = _conv_inputs((2, 3, 5, 4, 1), (1, 1, 3, 1, 2))              # N D H W C, D H W I O
+    return x, kernel, np.einsum("ndhwc,wco->ndho", x[:, :, :, :3, :], kernel[0, 0])[:, :, :, None, :]
+
+
+def tf_conv3d_one_channel() -> float:
+    """tf.nn.conv3d, one input channel, stride (1, 1, 3), a one-column output (cases/conv3d.toml)."""
+    import tensorflow as tf
+    x, kernel, expected = _conv3d_reference()
+    ours = tf.nn.conv3d(x, kernel, strides=[1, 1, 1, 3, 1], padding="VALID").numpy()
+    return float(np.abs(ours - expected).max())
+
+
+def torch_conv3d_one_channel() -> float:
+    """The same geometry through torch's conv3d, on a channels-last view as Keras's torch backend passes it."""
+    x, kernel, expected = _conv3d_reference()
+    out = torch.nn.functional.conv3d(torch.from_numpy(x).permute(0, 4, 1, 2, 3),
+                                     torch.from_numpy(kernel).permute(4, 3, 0, 1, 2), stride=(1, 1, 3))
+    return float(np.abs(out.permute(0, 2, 3, 4, 1).numpy() - expected).max())
+
+
+def tf_dilated_conv2d_transpose() -> float:
+    """tf.nn.conv2d_transpose with dilation 2 (cases/conv_transpose*.toml), against torch's."""
+    import tensorflow as tf
+    x, kernel = _conv_inputs((1, 4, 4, 2), (3, 3, 3, 2))                    # N H W C, H W O I
+    ours = tf.nn.conv2d_transpose(x, kernel, output_shape=[1, 8, 8, 3], strides=1, padding="VALID",
+                                  dilations=2).numpy()
+    theirs = torch.nn.functional.conv_transpose2d(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                                  torch.from_numpy(kernel).permute(3, 2, 0, 1), dilation=2)
+    return float(np.abs(ours - theirs.permute(0, 2, 3, 1).numpy()).max())
+
+
+def tf_depthwise_unequal_strides() -> float:
+    """tf.nn.depthwise_conv2d with strides (1, 2) (cases/separable_conv2d.toml), against torch's."""
+    import tensorflow as tf
+    x, kernel = _conv_inputs((1, 5, 7, 2), (1, 3, 2, 1))                    # N H W C, H W C M
+    ours = tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 2, 1], padding="VALID").numpy()
+    theirs = torch.nn.functional.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                        torch.from_numpy(kernel).permute(2, 3, 0, 1), stride=(1, 2), groups=2)
+    return float(np.abs(ours - theirs.permute(0, 2, 3, 1).numpy()).max())
+
+
+def keras_layer_norm_inner_axes() -> float:
+    """keras.layers.LayerNormalization over axes (1, 2) of a channels-last map (cases/layer_norm.toml)."""
+    import keras
+    x = np.random.default_rng(RNG_SEED).uniform(-1, 1, (2, 5, 6, 4)).astype(np.float32)
+    layer = keras.layers.LayerNormalization(axis=[1, 2], epsilon=1e-5, center=False, scale=False)
+    ours = keras.ops.convert_to_numpy(layer(x))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    expected = (x - mean) / np.sqrt(x.var(axis=(1, 2), keepdims=True) + 1e-5)
+    return float(np.abs(ours - expected).max())
+
+
+PROBES = {f.__name__: f for f in (tf_conv2d_one_channel, tf_conv3d_one_channel, torch_conv3d_one_channel,
+                                  tf_dilated_conv2d_transpose, tf_depthwise_unequal_strides,
+                                  keras_layer_norm_inner_axes)}
+
+
+def main() -> None:
+    from conformance import facts
+    from conformance.runner import installed_versions
+    resolved = {**facts.scope_facts(), "tensorflow_onednn": facts.tensorflow_onednn(),
+                "torch_mkldnn": facts.torch_mkldnn()}
+    print(json.dumps({"facts": resolved, "versions": installed_versions(),
+                      "probes": {name: _outcome(probe) for name, probe in PROBES.items()}}))
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
