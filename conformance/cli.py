@@ -62,9 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cases:
         print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)
         return EXIT_USAGE
-    import conformance  # noqa: F401  (imports torch before tensorflow)
-
     from . import results as results_file
+    from .quiet import import_frameworks_quietly
+    import_frameworks_quietly()
     from .runner import run_case, use_one_torch_thread
     use_one_torch_thread()
     if args.torch_device != "cpu":
@@ -114,7 +114,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import render
     try:
         document = results_file.load(args.results)
-        baseline = results_file.load(args.baseline) if args.baseline else None
+        baseline = results_file.load(_baseline_for(Path(args.baseline), document)) if args.baseline else None
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render report.html from a results.json")
     report.add_argument("results", metavar="RESULTS.json")
     report.add_argument("-o", "--output", metavar="report.html")
-    report.add_argument("--baseline", metavar="BASELINE.json", help="show regressions against this run")
+    report.add_argument("--baseline", metavar="BASELINE",
+                        help="show regressions against this run (a file, or a directory of baselines by class)")
     report.add_argument("--bench", metavar="BENCH.json",
                         help="show these benchmark timings: pytest-benchmark's JSON or a summary from "
                              "python -m conformance.bench summary")

@@ -38,10 +38,11 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_
 def _cpuinfo() -> tuple[str, set[str]]:
     """The CPU's model name and flags (Linux); elsewhere the platform's processor and no flags."""
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            text = info.read()
     except OSError:
         return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -93,7 +94,11 @@ def keras_backend() -> str:
 
 def tensorflow_onednn() -> bool | None:
     """Whether TensorFlow resolved oneDNN on (its CPU check and TF_ENABLE_ONEDNN_OPTS together);
-    None where TensorFlow is not installed."""
+    None where TensorFlow is not installed, or not loaded on another Keras backend (importing it
+    only to ask would cost seconds and print its start-up notices)."""
+    import sys
+    if "tensorflow" not in sys.modules and keras_backend() != "tensorflow":
+        return None
     try:
         import torch  # noqa: F401  (torch before tensorflow)
         from tensorflow.python.util import _pywrap_util_port

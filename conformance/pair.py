@@ -57,7 +57,10 @@ def build_pair(family: str, **params: Any) -> Pair:
     cannot express the configuration.
     """
     spec = get_family(family)
-    normalised = spec.normalise(params)
+    try:
+        normalised = spec.normalise(params)
+    except CaseError as exc:
+        raise exc.located(case=f"build_pair({family!r})") from None
     try:
         torch_module = spec.build_torch(normalised)
     except (ValueError, TypeError, RuntimeError) as exc:

@@ -215,9 +215,10 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
              f"keras {_e(base_env.get('keras'))}")
     env_line = (f"<p>changed: {_e('; '.join(changes.environment))}</p>" if changes.environment else "")
     if changes.environment_differs:
-        env_line += (f"<p class='warn'>the two runs used different kernels ({_e('; '.join(changes.environment_differs))}"
-                     "): records scoped on these facts explain outcome changes, and headroom changes are shown "
-                     "for information only. Compare with a baseline of the same environment class.</p>")
+        differs = _e("; ".join(changes.environment_differs))
+        env_line += (f"<p class='warn'>the two runs used different kernels ({differs}): records scoped on these "
+                     "facts explain outcome changes, and headroom changes are shown for information only. "
+                     "Compare with a baseline of the same environment class.</p>")
     groups = [("newly_failing", "newly failing or erroring", "bad"),
               ("missing", "missing from this run", "bad"),
               ("stale_divergences", "xpass: a recorded divergence or refusal no longer happens", "warn"),

@@ -49,11 +49,11 @@ def environment(torch_device: str = "cpu") -> dict[str, Any]:
                            "numpy": numpy.__version__}
     try:
         import keras
-        import tensorflow as tf
-        env["tensorflow"], env["keras"] = tf.__version__, keras.__version__
-        env["keras_backend"] = keras.backend.backend()
+        env["keras"], env["keras_backend"] = keras.__version__, keras.backend.backend()
     except ImportError:
-        env["tensorflow"], env["keras"] = None, None
+        env["keras"] = None
+    from .runner import installed_versions  # from the package metadata: no TensorFlow import on other backends
+    env["tensorflow"] = installed_versions().get("tensorflow")
     env["platform"] = f"{platform.system()} {platform.release()} {platform.machine()}"
     devices = [f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"]
     if torch.cuda.is_available():

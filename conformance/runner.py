@@ -14,8 +14,6 @@ import time
 import traceback
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 
 from .cases import Case, Divergence
 from .errors import ConformanceError, UnsupportedError
+from .quiet import capture_framework_logs
 from .refusal import NAMES, Refusal, plain, record_hint, refusal_from
 
 
@@ -220,30 +219,6 @@ def _refused(result: CaseResult, refusal: Refusal, record: Divergence | None, ca
                           "refusal is the same one in other words")
     else:
         result.message = f"{refusal.describe()}\n  {record_hint(refusal, case.file, case.params, facts)}"
-
-
-@contextmanager
-def capture_framework_logs() -> Iterator[list[str]]:
-    """Keep what TensorFlow, JAX and absl log through Python's logging during a case with the case
-    (retracing notices, for one), instead of letting it break the progress line."""
-    import logging
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(plain(f"{record.name}: {record.getMessage()}").strip())
-
-    handler = Keep(logging.WARNING)
-    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl", "jax", "keras")]
-    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
-    for logger in loggers:
-        logger.handlers = [handler]
-        logger.propagate = False
-    try:
-        yield lines
-    finally:
-        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
-            logger.handlers, logger.propagate = handlers, propagate
 
 
 def use_one_torch_thread() -> None:

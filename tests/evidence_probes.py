@@ -103,10 +103,10 @@ PROBES = {f.__name__: f for f in (tf_conv2d_one_channel, tf_conv3d_one_channel, 
 def main() -> None:
     from conformance import facts
     from conformance.runner import installed_versions
+    probes = {name: _outcome(probe) for name, probe in PROBES.items()}   # first: they load TensorFlow
     resolved = {**facts.scope_facts(), "tensorflow_onednn": facts.tensorflow_onednn(),
                 "torch_mkldnn": facts.torch_mkldnn()}
-    print(json.dumps({"facts": resolved, "versions": installed_versions(),
-                      "probes": {name: _outcome(probe) for name, probe in PROBES.items()}}))
+    print(json.dumps({"facts": resolved, "versions": installed_versions(), "probes": probes}))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
 
 from conformance.cases import DIRECTIONS, load_file
 from conformance.runner import run_case

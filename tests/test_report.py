@@ -25,7 +25,7 @@ INJECTION = "</script><script>document.title='pwned'</script><!--"
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("run")
-    assert cli.main(["run", "--select", "relu,linear,conv2d*in1x5x*", "--output", str(out)]) == 0
+    assert cli.main(["run", "--select", "relu,linear,multihead_attention*-padall-*", "--output", str(out)]) == 0
     return json.loads((out / "results.json").read_text())
 
 
@@ -206,7 +206,7 @@ def test_browser_filters_from_fragment(tmp_path: Path, baseline: dict[str, Any],
     assert shown == {planted["planted"]["failed"]}
     assert sum(1 for i in dom.rows if i.startswith("relu[")) == len({c["id"] for c in planted["cases"]
                                                                      if c["family"] == "relu"})
-    assert dom.families["linear"] and dom.families["conv2d"] and not dom.families["relu"]
+    assert dom.families["linear"] and dom.families["multihead_attention"] and not dom.families["relu"]
     dom = _dom(tmp_path, page, "#q=linear")
     assert all(hidden != case_id.startswith("linear[") for case_id, hidden in dom.rows.items())
     grown = planted["planted"]["grown"]

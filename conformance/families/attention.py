@@ -45,7 +45,20 @@ import numpy as np
 
 from ..layout import Layout
 from ..rules import Context, Converter, WeightRule
-from .base import Family, Param, Params, Tolerance, boolean, choice, integer, invalid, optional, real
+from .base import (
+    Family,
+    Param,
+    Params,
+    Tolerance,
+    boolean,
+    choice,
+    integer,
+    invalid,
+    length_or_input_shape,
+    optional,
+    real,
+    shape,
+)
 
 QKV = Layout("(H D) E -> E H D")        # each input projection; E is that input's feature size
 QKV_BIAS = Layout("(H D) -> H D")
@@ -82,7 +95,8 @@ PARAMS = {
                          default=False, abbrev=None),
     "add_zero_attn": Param(_false("add_zero_attn", "Keras MultiHeadAttention has no zero attention slot"),
                            default=False, abbrev=None),
-    "seq_len": Param(integer(1), abbrev="L"),
+    "seq_len": Param(optional(integer(1)), default=None, abbrev="L"),   # or input_shape = (L, embed_dim)
+    "input_shape": Param(optional(shape(rank=2)), default=None, abbrev=None),   # the query's, (L, E)
     "kv_len": Param(_kv_len, default="self", abbrev="kv"),      # "self": key = value = query
     "key_padding_mask": Param(boolean, default=False, abbrev="kpm"),
     "pad_all_keys": Param(boolean, default=False, abbrev="padall"),   # sample 0: every key padded
@@ -96,6 +110,7 @@ PARAMS = {
 
 def _check(p: Params) -> None:
     e, h = p["embed_dim"], p["num_heads"]
+    length_or_input_shape(p, "seq_len", e)
     if e % h:
         raise invalid("num_heads", f"embed_dim={e} must be divisible by num_heads={h} (torch asserts it)")
     if not p["dropout"] < 1.0:

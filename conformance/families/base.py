@@ -199,5 +199,26 @@ def invalid(field_name: str, message: str) -> CaseError:
     return CaseError(message, field=field_name)
 
 
+def length_or_input_shape(p: dict[str, Any], length: str, features: int | None) -> None:
+    """For families sized by a sequence length: ``input_shape`` works too, as for every family.
+
+    ``input_shape`` is one sample's shape without the batch axis, ``(L, features)`` (or ``(L,)`` for
+    token ids, ``features`` None). Either gives the other; both must agree. Fills both in ``p``.
+    """
+    given = p.get("input_shape")
+    if given is not None:
+        rank = 1 if features is None else 2
+        if len(given) != rank or features is not None and given[1] != features:
+            expected = "(L,): one sequence of token ids" if features is None else f"(L, {features})"
+            raise invalid("input_shape", f"expected {expected} without the batch axis, got {list(given)}")
+        if p[length] is not None and p[length] != given[0]:
+            raise invalid("input_shape", f"input_shape says the sequence length is {given[0]}, but "
+                                         f"{length} = {p[length]}; give one of them")
+        p[length] = given[0]
+    if p[length] is None:
+        raise invalid(length, f"give {length} or input_shape")
+    p["input_shape"] = (p[length],) if features is None else (p[length], features)
+
+
 __all__ = ["Family", "Param", "Params", "Tolerance", "Layout", "boolean", "channels_last", "choice",
            "integer", "ints", "invalid", "optional", "padding", "real", "shape"]

@@ -21,7 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from .base import Family, Param, Params, Tolerance, boolean, choice, integer, invalid, shape
+from .base import (
+    Family,
+    Param,
+    Params,
+    Tolerance,
+    boolean,
+    choice,
+    integer,
+    invalid,
+    length_or_input_shape,
+    optional,
+    shape,
+)
 
 
 @cache
@@ -175,11 +187,12 @@ FAMILIES = [
     _whole("lstm_classifier",
            {"vocab": Param(integer(2), abbrev="v"), "embed": Param(integer(1), abbrev="e"),
             "hidden": Param(integer(1), abbrev="h"), "classes": Param(integer(1), abbrev="c"),
-            "length": Param(integer(1), abbrev="len")},
+            "length": Param(optional(integer(1)), default=None, abbrev="len"),
+            "input_shape": Param(optional(shape(rank=1)), default=None, abbrev=None)},   # or (length,)
            lambda p: _torch_modules()["lstm_classifier"](p["vocab"], p["embed"], p["hidden"], p["classes"]),
            _keras_lstm,
            lambda p: Tolerance.reduction((p["embed"] + p["hidden"]) * math.isqrt(p["length"]) ** 2 * 4),
-           False, make_inputs=_token_inputs),
+           False, make_inputs=_token_inputs, check=lambda p: length_or_input_shape(p, "length", None)),
     _whole("transformer_block",
            {"heads": Param(integer(1), abbrev="h"), "mlp": Param(integer(1), abbrev="mlp"),
             "approximate": Param(choice("none", "tanh"), default="none", abbrev="gelu"),
