@@ -311,9 +311,12 @@ def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tupl
                     raise CaseError("give the text of the framework's error (a part of it that does not change "
                                     "from case to case)", file=file, field=f"{where}.message")
                 message = message.strip()
-            records.append(Divergence(pattern, reason.strip(), direction, versions,
-                                      _expect(entry.get("link", ""), str, f"{where}.link", file, "a string"),
-                                      environment, kind, framework, message))
+            link = _expect(entry.get("link", ""), str, f"{where}.link", file, "a string")
+            if any(ch.isspace() for ch in link.strip()):
+                raise CaseError("a link is one URL or test path, without spaces; say the rest in the reason",
+                                file=file, field=f"{where}.link")
+            records.append(Divergence(pattern, reason.strip(), direction, versions, link.strip(), environment, kind,
+                                      framework, message))
     return tuple(records)
 
 

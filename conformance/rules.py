@@ -34,8 +34,9 @@ class WeightRule:
     def to_torch(self, array: np.ndarray) -> np.ndarray:
         return array if self.layout is None else self.layout.invert(array, **self.sizes)
 
-    def describe(self) -> str:
-        text = "copy" if self.layout is None else str(self.layout)
+    def describe(self, inverse: bool = False) -> str:
+        """The rule as applied: torch -> keras, or with ``inverse`` keras -> torch."""
+        text = "copy" if self.layout is None else str(self.layout.inverse if inverse else self.layout)
         return f"{text} ({self.note})" if self.note else text
 
 

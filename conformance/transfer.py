@@ -32,6 +32,7 @@ class MappingRow:
     source_shape: tuple[int, ...]
     destination_shape: tuple[int, ...]
     rule: str
+    position: str = ""       # the pair's place in the data-flow graph: "pair 3 of 12, depth 2"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TransferReport:
 
     direction: str
     rows: tuple[MappingRow, ...]
+    pairing: str = "graph"   # "graph", or "order (why the graph could not be read)"
 
     def __iter__(self) -> Iterator[MappingRow]:
         return iter(self.rows)
@@ -48,14 +50,14 @@ class TransferReport:
         return len(self.rows)
 
     def __str__(self) -> str:
-        header = ("source", "destination", "source shape", "dest shape", "rule")
-        table = [header] + [(r.source, r.destination, str(r.source_shape), str(r.destination_shape), r.rule)
-                            for r in self.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(4)]
-        lines = [f"weight transfer {self.direction}: {len(self.rows)} tensors"]
+        header = ("position", "source", "destination", "source shape", "dest shape", "rule")
+        table = [header] + [(r.position, r.source, r.destination, str(r.source_shape), str(r.destination_shape),
+                             r.rule) for r in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(5)]
+        lines = [f"weight transfer {self.direction}: {len(self.rows)} tensors, layers paired by {self.pairing}"]
         for row in table:
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=False))
-                         + "  " + row[4])
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=False))
+                         + "  " + row[5])
         return "\n".join(lines)
 
 
@@ -189,11 +191,50 @@ def _joined(units: list[Any], side: str) -> tuple[Any, dict[str, Any], str]:
     return tuple(objects), {f"{i}{sep}{k}": v for i, w in enumerate(weights) for k, v in w.items()}, name
 
 
-def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None) -> list[_Write]:
-    """Every write the transfer will make, computed and checked before any is made."""
+def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit], k_units: list[_KerasUnit],
+                  example_inputs: Any) -> tuple[list[_TorchUnit], list[_KerasUnit], list[int], str]:
+    """Both unit lists in the canonical data-flow order (see :mod:`conformance.graph`), the depth of each
+    torch unit, and how they were paired. Falls back to order-based pairing, saying why."""
+    from .graph import GraphUnavailable, keras_graph, torch_example_inputs, torch_graph
+    if len(t_units) <= 1 and len(k_units) <= 1:
+        return t_units, k_units, [1] * len(t_units), "graph (a single layer)"
+    claimed = converters()
+    try:
+        k_graph = keras_graph(keras_model, lambda layer: any(c.claims_keras(layer) for c in claimed))
+        if example_inputs is not None:
+            arrays = example_inputs if isinstance(example_inputs, list | tuple) else [example_inputs]
+            candidates = [[np.asarray(a.detach().cpu() if hasattr(a, "detach") else a) for a in arrays]]
+        else:
+            candidates = torch_example_inputs(keras_model, torch_model, [u.module for u in t_units])
+        problems = []
+        for candidate in candidates:
+            try:
+                t_graph = torch_graph(torch_model, [u.module for u in t_units], candidate)
+                break
+            except GraphUnavailable as exc:
+                problems.append(str(exc))
+        else:
+            raise GraphUnavailable(problems[-1])
+    except GraphUnavailable as exc:
+        if example_inputs is not None:
+            t_units = _in_call_order(torch_model, t_units, example_inputs)
+        return t_units, k_units, [0] * len(t_units), f"order, not graph: {exc}"
+    t_by_id = {id(u.module): u for u in t_units}
+    k_by_id = {id(u.layer): u for u in k_units}
+    t_ordered = [(t_by_id[id(m)], d) for m, d in t_graph.canonical_units() if id(m) in t_by_id]
+    k_ordered = [k_by_id[id(layer)] for layer, _ in k_graph.canonical_units() if id(layer) in k_by_id]
+    t_seen, k_seen = {id(u.module) for u, _ in t_ordered}, {id(u.layer) for u in k_ordered}
+    t_list = [u for u, _ in t_ordered] + [u for u in t_units if id(u.module) not in t_seen]   # never called
+    depths = [d for _, d in t_ordered] + [0] * (len(t_list) - len(t_ordered))
+    k_list = k_ordered + [u for u in k_units if id(u.layer) not in k_seen]
+    return t_list, k_list, depths, "graph"
+
+
+def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None
+          ) -> tuple[list[_Write], str]:
+    """Every write the transfer will make, computed and checked before any is made; and how layers paired."""
     t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
-    if example_inputs is not None:
-        t_units = _in_call_order(torch_model, t_units, example_inputs)
+    t_units, k_units, depths, pairing = _paired_order(torch_model, keras_model, t_units, k_units, example_inputs)
     context = Context(keras_links=nested_inputs(keras_model))
     writes: list[_Write] = []
     i = j = pair = 0
@@ -211,8 +252,9 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
             raise ConversionError(f"{where}: the Keras layer is not built yet, so it has no weights; build the "
                                   "model (keras.Input, or call it once) before transferring")
         rules = converter.rules(module, layer, context)
+        position = f"pair {pair + 1}" + (f", depth {depths[i]}" if depths[i] else "")
         for rule in rules:
-            writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where))
+            writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where, position))
         ignored = {k for k in tensors if k.split(".")[-1] in converter.ignore_torch}
         left_torch = set(tensors) - {r.torch for r in rules} - ignored
         left_keras = set(variables) - {r.keras for r in rules}
@@ -223,8 +265,9 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
     if i < len(t_units) or j < len(k_units):
         extra = t_units[i] if i < len(t_units) else k_units[j]
         raise ConversionError(f"layer pair #{pair + 1}: {_describe(extra)} has no counterpart: the torch model "
-                              f"has {len(t_units)} weighted layers and the keras model {len(k_units)}")
-    return writes
+                              f"has {len(t_units)} weighted layers and the keras model {len(k_units)} "
+                              f"(paired by {pairing})")
+    return writes, pairing
 
 
 def _label(unit_name: str, weight: str, sep: str) -> str:
@@ -252,8 +295,13 @@ def _is_rearrangement(rule: WeightRule) -> bool:
     return type(rule).to_keras is WeightRule.to_keras and type(rule).to_torch is WeightRule.to_torch
 
 
+def _described_inverse(rule: WeightRule) -> str:
+    """The rule as applied keras -> torch: a layout rule inverted; a rule with its own text as it says."""
+    return rule.describe(inverse=True) if type(rule).describe is WeightRule.describe else rule.describe()
+
+
 def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, Any], variables: dict[str, Any],
-               to_keras: bool, where: str) -> list[_Write]:
+               to_keras: bool, where: str, position: str = "") -> list[_Write]:
     tensor, variable = tensors.get(rule.torch), variables.get(rule.keras)
     if tensor is None and variable is None and rule.optional:
         return []
@@ -266,10 +314,10 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
     t_label, k_label = _label(t_name, rule.torch, "."), _label(k_name, rule.keras, "/")
     if to_keras:
         source, target, row = (rule.torch, t_shape), (rule.keras, k_shape), \
-            MappingRow(t_label, k_label, t_shape, k_shape, rule.describe())
+            MappingRow(t_label, k_label, t_shape, k_shape, rule.describe(), position)
     else:
         source, target, row = (rule.keras, k_shape), (rule.torch, t_shape), \
-            MappingRow(k_label, t_label, k_shape, t_shape, rule.describe())
+            MappingRow(k_label, t_label, k_shape, t_shape, _described_inverse(rule), position)
     plan, value = None, None
     try:
         if _is_rearrangement(rule):
@@ -294,9 +342,12 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
 
     Returns the mapping that was applied. Raises :class:`ConversionError`, naming the first
     layer pair that differs, when the models do not correspond; ``dst`` is then unchanged.
-    Layers pair in order: Keras layers in call order, torch modules in registration order, or
-    in call order when ``example_inputs`` (torch layout) are given, for modules that register
-    their sub-modules in another order than their forward pass uses them.
+    Layers pair by their place in the data-flow graph (:mod:`conformance.graph`), whatever order
+    they were created, registered or branched in. The torch graph is traced by running the module
+    once, on ``example_inputs`` (torch layout) when given, else on inputs made from the Keras
+    model's input shapes. Where a graph cannot be read, layers pair in order (Keras layers in
+    call order, torch modules in registration order, or in call order with ``example_inputs``),
+    and the report's ``pairing`` says so.
     """
     if _is_torch(src) and _is_keras(dst):
         torch_model, keras_model, to_keras = src, dst, True
@@ -305,7 +356,7 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
     else:
         raise ConversionError(f"transfer_weights needs one torch.nn.Module and one keras.Model, got "
                               f"{type(src).__name__} and {type(dst).__name__}")
-    writes = _plan(torch_model, keras_model, to_keras, example_inputs)
+    writes, pairing = _plan(torch_model, keras_model, to_keras, example_inputs)
     import torch
     with torch.no_grad():
         for write in writes:
@@ -315,7 +366,7 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
                 write_keras(write.destination, write.source, write.plan)
             else:
                 write_torch(write.destination, write.source, write.plan)
-    return TransferReport("torch->keras" if to_keras else "keras->torch", tuple(w.row for w in writes))
+    return TransferReport("torch->keras" if to_keras else "keras->torch", tuple(w.row for w in writes), pairing)
 
 
 def _write_value(write: _Write, to_keras: bool) -> None:

@@ -85,7 +85,7 @@ def test_prelu_weights_round_trip_exactly() -> None:
     randomize_keras(pair.keras, 3)
     before = pair.keras.get_weights()[0].copy()
     report = conformance.transfer_weights(pair.keras, pair.torch)
-    assert [r.rule for r in report] == ["C -> 1 1 C (one slope per channel)"]
+    assert [r.rule for r in report] == ["1 1 C -> C (one slope per channel)"]   # as applied, keras -> torch
     randomize_keras(pair.keras, 4)
     conformance.transfer_weights(pair.torch, pair.keras)
     np.testing.assert_array_equal(pair.keras.get_weights()[0], before)

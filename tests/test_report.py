@@ -191,7 +191,7 @@ def test_browser_renders_matrix(tmp_path: Path, baseline: dict[str, Any], plante
     page.write_text(render(planted, baseline=baseline))
     dom = _dom(tmp_path, page)
     assert dom.cells == len(planted["cases"])
-    assert set(dom.families) == {"relu", "linear", "conv2d"} and not any(dom.families.values())
+    assert set(dom.families) == {"relu", "linear", "multihead_attention"} and not any(dom.families.values())
     # families with failures open by default, so their rows are rendered, and nothing is filtered out
     assert planted["planted"]["failed"] in dom.rows and not any(dom.rows.values())
 

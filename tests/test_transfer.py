@@ -169,18 +169,19 @@ def test_keras_to_torch_shape_mismatch_names_the_keras_source() -> None:
         conformance.transfer_weights(model, nn.Linear(5, 4))
 
 
-def test_torch_modules_pair_in_call_order_given_example_inputs() -> None:
-    """nn.TransformerEncoderLayer registers linear1/linear2 before norm1 but calls norm1 first."""
+def test_torch_modules_pair_by_data_flow_not_registration_order() -> None:
+    """nn.TransformerEncoderLayer registers linear1/linear2 before norm1 but calls norm1 first: the traced
+    graph pairs it without example_inputs (made from the Keras model's input), and with them."""
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation="gelu",
                                        batch_first=True).eval()
     randomize_torch(layer, 0)
     pair = conformance.build_pair("transformer_block", heads=2, mlp=16, input_shape=(5, 8))
     x = pair.sample_input(1)
-    before = keras_snapshot(pair.keras)
-    with pytest.raises(ConversionError, match="pass example_inputs="):
-        conformance.transfer_weights(layer, pair.keras)
-    assert same_weights(keras_snapshot(pair.keras), before)
-    conformance.transfer_weights(layer, pair.keras, example_inputs=x)
+    report = conformance.transfer_weights(layer, pair.keras)
+    assert report.pairing == "graph" and "layers paired by graph" in str(report)
     result = conformance.compare(layer, pair.keras, x)
     assert result.passed, result.summary()
+    randomize_torch(layer, 1)
+    conformance.transfer_weights(layer, pair.keras, example_inputs=x)
+    assert conformance.compare(layer, pair.keras, x).passed
     assert torch.backends.mha.get_fastpath_enabled(), "the fast path switch is restored"

@@ -1,0 +1,280 @@
+"""Pairing by data flow: both models as graphs of weighted units, put in one canonical order.
+
+Registration order, creation order and branch order are heuristics: Keras' ResNet50 creates a
+block's projection shortcut before its main path, a hand-written torch block registers the main
+path first. The data-flow graph is the truth. Each side becomes a small graph whose nodes are
+the weighted units a converter claims, the model inputs, and the merges (a node with several
+inputs: add, multiply, concatenate, attention); every weightless op in between is collapsed
+into the edge it sits on. Both graphs are then walked the same way, from the outputs back,
+post-order, so a unit comes after everything it reads:
+
+- the inputs of an ordered merge (concatenate, subtract, a unit with several inputs) in their
+  argument order, which is part of the model's meaning;
+- the inputs of a commutative merge (add, multiply, average, maximum, minimum), whose argument
+  order is arbitrary, by the number of weights on each branch, then by argument order for ties
+  (equal branches are interchangeable under a commutative merge).
+
+The torch graph comes from running the module once on example inputs (given, or made from
+the Keras model's inputs) under a ``TorchFunctionMode`` that records which tensors every torch
+function reads and writes, with claimed modules as opaque leaves. The Keras graph is the
+functional graph, nested models included. Where either cannot be read, callers fall back to
+order-based pairing and say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+COMMUTATIVE = {"add", "mul", "average", "maximum", "minimum"}
+_KERAS_MERGES = {"Add": "add", "Multiply": "mul", "Average": "average", "Maximum": "maximum", "Minimum": "minimum",
+                 "Concatenate": "cat", "Subtract": "sub", "Dot": "dot", "Matmul": "dot"}
+_TORCH_MERGES = {"add": "add", "__add__": "add", "__radd__": "add", "__iadd__": "add", "add_": "add",
+                 "mul": "mul", "__mul__": "mul", "__rmul__": "mul", "__imul__": "mul", "mul_": "mul",
+                 "maximum": "maximum", "max": "maximum", "minimum": "minimum", "min": "minimum",
+                 "cat": "cat", "concat": "cat", "concatenate": "cat", "stack": "cat", "sub": "sub", "__sub__": "sub",
+                 "__rsub__": "sub", "__isub__": "sub", "sub_": "sub", "matmul": "dot", "bmm": "dot", "__matmul__": "dot",
+                 "einsum": "dot"}
+
+
+class GraphUnavailable(Exception):
+    """The model's data flow could not be read; the caller pairs by order instead."""
+
+
+@dataclass
+class Node:
+    kind: str                      # "input", "unit" or a merge kind ("add", "cat", ...)
+    preds: list[int] = field(default_factory=list)
+    unit: Any = None               # the unit object (a torch module or a keras layer) for "unit" nodes
+    weights: int = 0               # number of float weights of the unit
+
+
+@dataclass
+class Graph:
+    nodes: list[Node] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+
+    def add(self, node: Node) -> int:
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
+    def merge(self, kind: str, preds: Sequence[int | None]) -> int | None:
+        """A node for an op with several inputs; one live input passes through (``x * 0.5``, ``x * sigmoid(x)``)."""
+        live = [p for p in preds if p is not None]
+        if not live:
+            return None
+        if len(set(live)) == 1:
+            return live[0]
+        return self.add(Node(kind, live))
+
+    def canonical_units(self) -> list[tuple[Any, int]]:
+        """Every unit once, in the canonical order, with its depth (weighted units on the longest path from
+        an input, itself included)."""
+        import sys
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 20 * len(self.nodes) + 1000))   # the walks recurse along the graph
+        try:
+            return self._canonical_units()
+        finally:
+            sys.setrecursionlimit(limit)
+
+    def _canonical_units(self) -> list[tuple[Any, int]]:
+        below = self._weights_below()
+        order: list[tuple[Any, int]] = []
+        seen: set[int] = set()
+        placed: set[int] = set()
+        depth: dict[int, int] = {}
+
+        def visit(index: int) -> int:
+            if index in seen:
+                return depth[index]
+            seen.add(index)
+            node = self.nodes[index]
+            preds = node.preds
+            if node.kind in COMMUTATIVE:
+                preds = [p for _, p in sorted(enumerate(preds), key=lambda ip: (below[ip[1]], ip[0]))]
+            d = max((visit(p) for p in preds), default=0)
+            if node.kind == "unit":
+                d += 1
+                if id(node.unit) not in placed:
+                    placed.add(id(node.unit))
+                    order.append((node.unit, d))
+            depth[index] = d
+            return d
+
+        for output in self.outputs:
+            visit(output)
+        return order
+
+    def _weights_below(self) -> list[int]:
+        """For each node, the number of weights among the units it reads from, itself included."""
+        memo: dict[int, frozenset[int]] = {}
+
+        def units_below(index: int) -> frozenset[int]:
+            if index not in memo:
+                node = self.nodes[index]
+                found = frozenset().union(*(units_below(p) for p in node.preds)) if node.preds else frozenset()
+                memo[index] = found | {index} if node.kind == "unit" else found
+            return memo[index]
+
+        return [sum(self.nodes[i].weights for i in units_below(n)) for n in range(len(self.nodes))]
+
+
+# ---- torch -------------------------------------------------------------------------------------------
+
+def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any]) -> Graph:
+    """Run ``model`` once on ``example_inputs`` and record the data flow between ``units`` (claimed modules)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    graph = Graph()
+    producer: dict[int, int] = {}        # id(tensor) -> node
+    keep: list[Any] = []                 # tensors stay alive, so their ids are not reused during the trace
+    inside = [0]
+
+    def node_of(value: Any) -> int | None:
+        return producer.get(id(value)) if isinstance(value, torch.Tensor) else None
+
+    def tensors_in(value: Any) -> list[Any]:
+        if isinstance(value, torch.Tensor):
+            return [value]
+        if isinstance(value, list | tuple):
+            return [t for v in value for t in tensors_in(v)]
+        if isinstance(value, dict):
+            return [t for v in value.values() for t in tensors_in(v)]
+        return []
+
+    def mark(value: Any, node: int | None) -> None:
+        if node is None:
+            return
+        for tensor in tensors_in(value):
+            producer[id(tensor)] = node
+            keep.append(tensor)
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            result = func(*args, **(kwargs or {}))
+            if inside[0] == 0:
+                sources = [node_of(t) for t in tensors_in(list(args) + list((kwargs or {}).values()))]
+                name = getattr(func, "__name__", "")
+                kind = _TORCH_MERGES.get(name, "op")
+                mark(result, graph.merge(kind, sources))
+            return result
+
+    def before(module: Any, args: Any, kwargs: Any) -> None:
+        preds = [node_of(t) for t in tensors_in(list(args) + list(kwargs.values()))]
+        module._conformance_preds = [p for p in preds if p is not None]
+        inside[0] += 1
+
+    def after(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        inside[0] -= 1
+        weights = sum(p.numel() for p in module.parameters() if p.is_floating_point())
+        mark(output, graph.add(Node("unit", module._conformance_preds, module, weights)))
+        del module._conformance_preds
+
+    hooks = []
+    for module in units:
+        hooks.append(module.register_forward_pre_hook(before, with_kwargs=True))
+        hooks.append(module.register_forward_hook(after, with_kwargs=True))
+    device = next((p.device for p in model.parameters()), None)
+    tensors = [torch.as_tensor(x, device=device) for x in example_inputs]
+    for tensor in tensors:
+        producer[id(tensor)] = graph.add(Node("input"))
+    keep.extend(tensors)
+    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
+    try:
+        model.eval()
+        torch.backends.mha.set_fastpath_enabled(False)     # so that MultiheadAttention is really called
+        with torch.no_grad(), Recorder():
+            output = model(*tensors)
+    except Exception as exc:
+        raise GraphUnavailable(f"the torch model did not run on example inputs of shapes "
+                               f"{[tuple(t.shape) for t in tensors]}: {type(exc).__name__}: {exc}") from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    graph.outputs = [n for n in (node_of(t) for t in tensors_in(output)) if n is not None]
+    if not graph.outputs:
+        raise GraphUnavailable("the torch model's outputs do not depend on its inputs")
+    return graph
+
+
+def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any]) -> list[list[Any]]:
+    """Candidate torch inputs made from the Keras model's inputs: channels moved first for feature maps
+    (the usual layout difference), then as they are. Integer inputs (token ids) are zeros."""
+    import numpy as np
+    try:
+        specs = [(tuple(t.shape[1:]), str(t.dtype)) for t in keras_model.inputs]
+    except (AttributeError, ValueError, TypeError):
+        raise GraphUnavailable("the Keras model has no symbolic inputs") from None
+    if not specs or any(d is None for shape, _ in specs for d in shape):
+        raise GraphUnavailable("the Keras model's input shape is not fully known; pass example_inputs=")
+
+    def make(move: bool) -> list[Any]:
+        arrays = []
+        for shape, dtype in specs:
+            if "int" in dtype:
+                arrays.append(np.zeros((2, *shape), dtype=np.int64))
+                continue
+            torch_shape = (shape[-1], *shape[:-1]) if move and len(shape) >= 2 else shape
+            arrays.append(np.random.default_rng(0).uniform(-1, 1, (2, *torch_shape)).astype(np.float32))
+        return arrays
+
+    return [make(True), make(False)]
+
+
+# ---- keras -------------------------------------------------------------------------------------------
+
+def keras_graph(model: Any, is_unit: Callable[[Any], bool]) -> Graph:
+    """The functional graph of ``model`` (nested models entered), units being the layers ``is_unit`` claims."""
+    graph = Graph()
+    memo: dict[tuple[int, int, int], int | None] = {}
+    inputs = getattr(model, "inputs", None)
+    outputs = getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        raise GraphUnavailable("the Keras model has no functional graph (a subclassed or unbuilt model)")
+    input_nodes = {id(t): graph.add(Node("input")) for t in inputs}
+
+    def history(tensor: Any) -> Any:
+        found = getattr(tensor, "_keras_history", None)
+        if found is None:
+            raise GraphUnavailable(f"a tensor without Keras history ({tensor!r})")
+        return found
+
+    def node_for(tensor: Any, links: dict[int, Any]) -> int | None:
+        if id(tensor) in input_nodes:
+            return input_nodes[id(tensor)]
+        op, node_index, tensor_index = history(tensor)
+        key = (id(op), node_index, tensor_index)
+        if key in memo:
+            return memo[key]
+        memo[key] = None                               # guards against cycles
+        node = op._inbound_nodes[node_index]
+        name = type(op).__name__
+        if name == "InputLayer":
+            outer = links.get(id(op))
+            result = node_for(outer, links) if outer is not None else None
+        elif getattr(op, "layers", None) is not None and getattr(op, "outputs", None) and not is_unit(op):
+            inner_links = dict(links)                  # a nested model: enter through its outputs
+            for inner, outer in zip(op.inputs, node.input_tensors, strict=False):
+                inner_links[id(history(inner).operation)] = outer
+            result = node_for(op.outputs[tensor_index], inner_links)
+        else:
+            preds = [node_for(t, links) for t in node.input_tensors]
+            if is_unit(op):
+                weights = sum(int(np.prod(v.shape)) for v in op.weights if "float" in str(v.dtype))
+                result = graph.add(Node("unit", [p for p in preds if p is not None], op, weights))
+            else:
+                result = graph.merge(_KERAS_MERGES.get(name, "op"), preds)
+        memo[key] = result
+        return result
+
+    import numpy as np
+    graph.outputs = [n for n in (node_for(t, {}) for t in outputs) if n is not None]
+    return graph
+
+
+__all__ = ["Graph", "GraphUnavailable", "keras_graph", "torch_example_inputs", "torch_graph"]
