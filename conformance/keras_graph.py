@@ -5,9 +5,12 @@ feature maps. To re-order a Dense kernel correctly we need the axes of the tenso
 Flatten consumed. We walk back from the Dense through layers that do not change the layout
 (dropout, activations, normalisation) to the Flatten, then on to the layer that fixed the
 feature map's layout: a convolution, pooling, padding or resampling layer (by its
-``data_format``), a ``Permute`` (which re-labels the axes), or the model's input (a rank >= 3
-input is taken to be a channels-last image). Anything else (recurrent, embedding, attention,
-reshape) means the layout already matches torch's and no re-ordering happens.
+``data_format``), a ``Permute`` (which re-labels the axes), or the model's input (a rank >= 4
+input is taken to be a channels-last image). The layout propagates through layers that keep it
+(activations, dropout, normalisation, element-wise ``keras.ops``, a Reshape, whose Flatten reads
+the same memory order) and through merges, whose inputs must agree. Recurrent, embedding,
+attention and global pooling layers end the walk: their outputs are laid out alike in both
+frameworks. Any other layer is unknown, and the transfer refuses rather than assume torch's order.
 """
 
 from __future__ import annotations
@@ -119,8 +122,45 @@ def flatten_layout(dense: Any, links: dict[int, Any] | None = None) -> FeatureMa
     return FeatureMap(torch_axes, labels, sizes)
 
 
+# How each Keras layer treats the axis order of a feature map, for the Flatten -> Dense question.
+# Layout-preserving layers pass their input's layout on; merges pass it on when all inputs agree;
+# spatial layers fix it by data_format; these end the question with "no spatial map" (the sequence
+# and feature layouts are the same in both frameworks); anything else is unknown and refused.
+_PRESERVING = _PASSTHROUGH | {"LayerNormalization", "GroupNormalization", "UnitNormalization", "Rescaling",
+                              "Normalization", "Dense", "EinsumDense", "ThresholdedReLU", "Masking", "Reshape"}
+_MERGES = {"Add", "Multiply", "Average", "Maximum", "Minimum", "Subtract", "Concatenate"}
+_NO_SPATIAL_MAP = {"Embedding", "LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "MultiHeadAttention",
+                   "GroupedQueryAttention", "Attention", "AdditiveAttention", "Flatten", "GlobalAveragePooling1D",
+                   "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+                   "GlobalMaxPooling3D", "TextVectorization", "CategoryEncoding"}
+_AXIS_MOVING_OPS = {"Transpose", "Swapaxes", "Moveaxis", "Reshape", "Squeeze", "ExpandDims", "Tile", "Repeat",
+                    "Take", "TakeAlongAxis", "GetItem", "Slice", "Flip", "Roll", "Einsum", "Matmul", "Dot"}
+
+
+def _is_elementwise_op(op: Any, tensor: Any) -> bool:
+    """A keras.ops operation in a functional model (ops.relu(x), x * 2) that keeps its input's shape and
+    moves no axis: it keeps the layout. User Lambda layers and custom layers are not trusted this way."""
+    module = type(op).__module__
+    if not module.startswith("keras.src.ops.") or type(op).__name__ in _AXIS_MOVING_OPS:
+        return False
+    source = _input_of(op)
+    return source is not None and not isinstance(source, list | tuple) and \
+        tuple(getattr(source, "shape", ())) == tuple(getattr(tensor, "shape", ()))
+
+
+def _inputs_of(op: Any, tensor: Any) -> list[Any]:
+    history = getattr(tensor, "_keras_history", None)
+    try:
+        return list(op._inbound_nodes[history.node_index].input_tensors)
+    except (AttributeError, IndexError, TypeError):
+        found = _input_of(op)
+        return list(found) if isinstance(found, list | tuple) else [found]
+
+
 def _layout_of(tensor: Any, channels_last: tuple[str, ...], links: dict[int, Any]) -> tuple[str, ...] | None:
-    """Axis labels of a feature map, or None when it is not an image-like, channels-first-in-torch map."""
+    """Axis labels of a feature map; None when it has no spatial layout to reorder (a sequence or feature
+    vector, laid out alike in both frameworks). Raises ConversionError where the layout cannot be known."""
+    from .errors import ConversionError
     tensor, op = _walk_back(tensor, links)
     if op is None:
         return None
@@ -136,7 +176,30 @@ def _layout_of(tensor: Any, channels_last: tuple[str, ...], links: dict[int, Any
         if getattr(op, "data_format", "channels_last") == "channels_first":
             return (channels_last[-1], *channels_last[:-1])
         return channels_last
-    return None
+    if name in _NO_SPATIAL_MAP:
+        return None
+    if name in _PRESERVING or _is_elementwise_op(op, tensor):
+        return _layout_of(_input_of(op), channels_last, links)
+    if name in _MERGES or (type(op).__module__.startswith("keras.src.ops.") and len(_inputs_of(op, tensor)) > 1
+                           and name not in _AXIS_MOVING_OPS):
+        sources = [t for t in _inputs_of(op, tensor) if hasattr(t, "_keras_history")]
+        layouts = [_layout_of(t, channels_last, links) for t in sources]
+        if any(layout != layouts[0] for layout in layouts):
+            described = ", ".join(f"{_producer_name(t)}: {' '.join(layout) if layout else 'no spatial map'}"
+                                  for t, layout in zip(sources, layouts, strict=True))
+            raise ConversionError(f"{name} '{op.name}' merges feature maps laid out differently ({described}); "
+                                  "a Flatten after it has no single torch order")
+        return layouts[0] if layouts else None
+    raise ConversionError(f"cannot tell the axis order of the feature map that a Flatten reads: it comes from "
+                          f"{name} '{getattr(op, 'name', '?')}', whose effect on the layout is unknown, so the "
+                          "Dense rows after the Flatten cannot be re-ordered safely (conformance never assumes "
+                          "torch's order). Put a known layer there (a Permute, a convolution) or transfer the "
+                          "layers around it separately")
+
+
+def _producer_name(tensor: Any) -> str:
+    op = _producer(tensor)
+    return f"{type(op).__name__} '{op.name}'" if op is not None else "input"
 
 
 def execution_order(model: Any) -> list[Any]:
