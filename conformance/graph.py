@@ -23,6 +23,7 @@ order-based pairing and say so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,12 +49,22 @@ class Node:
     preds: list[int] = field(default_factory=list)
     unit: Any = None               # the unit object (a torch module or a keras layer) for "unit" nodes
     weights: int = 0               # number of float weights of the unit
+    pre: list[tuple[Any, ...]] = field(default_factory=list)   # weightless ops on its first input since the
+    #                                                             previous node (conformance.structure's terms)
+    in_shape: tuple[int, ...] | None = None   # one sample's shape of its first input, as the unit reads it
+    in_ratio: float | None = None   # values of its first input per value of the model's first input: the
+    #                                 same in both frameworks whatever the batch size or the batch axis
 
 
 @dataclass
 class Graph:
     nodes: list[Node] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
+    output_pre: list[list[tuple[Any, ...]]] = field(default_factory=list)   # the ops after each output's node
+
+    def node_of(self, unit: Any) -> Node | None:
+        """The (first) node of a unit."""
+        return next((n for n in self.nodes if n.kind == "unit" and n.unit is unit), None)
 
     def add(self, node: Node) -> int:
         self.nodes.append(node)
@@ -128,8 +139,11 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     import torch
     from torch.overrides import TorchFunctionMode
 
+    from .structure import torch_op
+
     graph = Graph()
     producer: dict[int, int] = {}        # id(tensor) -> node
+    trail: dict[int, list[tuple[Any, ...]]] = {}   # id(tensor) -> weightless ops since its node
     keep: list[Any] = []                 # tensors stay alive, so their ids are not reused during the trace
     inside = [0]
 
@@ -145,32 +159,40 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
             return [t for v in value.values() for t in tensors_in(v)]
         return []
 
-    def mark(value: Any, node: int | None) -> None:
+    def mark(value: Any, node: int | None, ops: list[tuple[Any, ...]] | None = None) -> None:
         if node is None:
             return
         for tensor in tensors_in(value):
             producer[id(tensor)] = node
+            trail[id(tensor)] = ops or []
             keep.append(tensor)
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             result = func(*args, **(kwargs or {}))
             if inside[0] == 0:
-                sources = [node_of(t) for t in tensors_in(list(args) + list((kwargs or {}).values()))]
+                live = [t for t in tensors_in(list(args) + list((kwargs or {}).values())) if node_of(t) is not None]
                 name = getattr(func, "__name__", "")
-                kind = _TORCH_MERGES.get(name, "op")
-                mark(result, graph.merge(kind, sources))
+                node = graph.merge(_TORCH_MERGES.get(name, "op"), [node_of(t) for t in live])
+                ops = None
+                if live and node == node_of(live[0]):          # passed through: one more op on the trail
+                    op = torch_op(name, args, kwargs or {})
+                    ops = trail.get(id(live[0]), []) + ([op] if op else [])
+                mark(result, node, ops)
             return result
 
     def before(module: Any, args: Any, kwargs: Any) -> None:
-        preds = [node_of(t) for t in tensors_in(list(args) + list(kwargs.values()))]
-        module._conformance_preds = [p for p in preds if p is not None]
+        live = [t for t in tensors_in(list(args) + list(kwargs.values())) if node_of(t) is not None]
+        module._conformance_preds = ([node_of(t) for t in live], list(trail.get(id(live[0]), [])) if live else [],
+                                     tuple(live[0].shape[1:]) if live else None,
+                                     live[0].numel() / max(tensors[0].numel(), 1) if live else None)
         inside[0] += 1
 
     def after(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         inside[0] -= 1
         weights = sum(p.numel() for p in module.parameters() if p.is_floating_point())
-        mark(output, graph.add(Node("unit", module._conformance_preds, module, weights)))
+        preds, pre, shape, ratio = module._conformance_preds
+        mark(output, graph.add(Node("unit", preds, module, weights, pre, shape, ratio)))
         del module._conformance_preds
 
     hooks = []
@@ -197,6 +219,7 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
         for hook in hooks:
             hook.remove()
     graph.outputs = [n for n in (node_of(t) for t in tensors_in(output)) if n is not None]
+    graph.output_pre = [list(trail.get(id(t), [])) for t in tensors_in(output) if node_of(t) is not None]
     if not graph.outputs:
         raise GraphUnavailable("the torch model's outputs do not depend on its inputs")
     return graph
@@ -229,14 +252,23 @@ def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any
 # ---- keras -------------------------------------------------------------------------------------------
 
 def keras_graph(model: Any, is_unit: Callable[[Any], bool]) -> Graph:
-    """The functional graph of ``model`` (nested models entered), units being the layers ``is_unit`` claims."""
+    """The functional graph of ``model`` (nested models entered), units being the layers ``is_unit`` claims.
+
+    Each tensor is known by its node and its trail: the weightless ops since that node, in
+    :mod:`conformance.structure`'s terms (a unit's fused activation first). A merge whose inputs all
+    come from one node (``ops.where(x > t, x, f(x))``, a max over crops of one map) is no node of its
+    own, as on the torch side, and leaves an op that is not judged on the trail.
+    """
+    from .structure import keras_activation, keras_op
     graph = Graph()
-    memo: dict[tuple[int, int, int], int | None] = {}
+    memo: dict[tuple[int, int, int], tuple[int | None, list[tuple[Any, ...]]]] = {}
     inputs = getattr(model, "inputs", None)
     outputs = getattr(model, "outputs", None)
     if not inputs or not outputs:
         raise GraphUnavailable("the Keras model has no functional graph (a subclassed or unbuilt model)")
     input_nodes = {id(t): graph.add(Node("input")) for t in inputs}
+    first_shape = tuple(inputs[0].shape[1:])
+    model_size = math.prod(first_shape) if all(d is not None for d in first_shape) else None
 
     def history(tensor: Any) -> Any:
         found = getattr(tensor, "_keras_history", None)
@@ -244,36 +276,49 @@ def keras_graph(model: Any, is_unit: Callable[[Any], bool]) -> Graph:
             raise GraphUnavailable(f"a tensor without Keras history ({tensor!r})")
         return found
 
-    def node_for(tensor: Any, links: dict[int, Any]) -> int | None:
+    def visit(tensor: Any, links: dict[int, Any]) -> tuple[int | None, list[tuple[Any, ...]]]:
         if id(tensor) in input_nodes:
-            return input_nodes[id(tensor)]
+            return input_nodes[id(tensor)], []
         op, node_index, tensor_index = history(tensor)
         key = (id(op), node_index, tensor_index)
         if key in memo:
             return memo[key]
-        memo[key] = None                               # guards against cycles
+        memo[key] = (None, [])                          # guards against cycles
         node = op._inbound_nodes[node_index]
         name = type(op).__name__
         if name == "InputLayer":
             outer = links.get(id(op))
-            result = node_for(outer, links) if outer is not None else None
+            result = visit(outer, links) if outer is not None else (None, [])
         elif getattr(op, "layers", None) is not None and getattr(op, "outputs", None) and not is_unit(op):
-            inner_links = dict(links)                  # a nested model: enter through its outputs
+            inner_links = dict(links)                   # a nested model: enter through its outputs
             for inner, outer in zip(op.inputs, node.input_tensors, strict=False):
                 inner_links[id(history(inner).operation)] = outer
-            result = node_for(op.outputs[tensor_index], inner_links)
+            result = visit(op.outputs[tensor_index], inner_links)
         else:
-            preds = [node_for(t, links) for t in node.input_tensors]
+            found = [visit(t, links) for t in node.input_tensors]
+            live = [(n, trail) for n, trail in found if n is not None]
             if is_unit(op):
-                weights = sum(int(np.prod(v.shape)) for v in op.weights if "float" in str(v.dtype))
-                result = graph.add(Node("unit", [p for p in preds if p is not None], op, weights))
+                weights = sum(int(math.prod(v.shape)) for v in op.weights if "float" in str(v.dtype))
+                first = node.input_tensors[0] if node.input_tensors else None
+                shape = tuple(int(d) for d in first.shape[1:]) if first is not None and \
+                    all(d is not None for d in first.shape[1:]) else None
+                ratio = math.prod(shape) / model_size if shape is not None and model_size else None
+                fused = keras_activation(op)
+                result = (graph.add(Node("unit", [n for n, _ in live], op, weights, found[0][1] if found else [],
+                                         shape, ratio)), [fused] if fused else [])
             else:
-                result = graph.merge(_KERAS_MERGES.get(name, "op"), preds)
+                merged = graph.merge(_KERAS_MERGES.get(name, "op"), [n for n, _ in live])
+                if live and merged == live[0][0]:        # passed through: one more op on the trail
+                    described = keras_op(op, node.input_tensors[0]) if len(live) == 1 else ("other", name)
+                    result = (merged, live[0][1] + ([described] if described else []))
+                else:
+                    result = (merged, [])
         memo[key] = result
         return result
 
-    import numpy as np
-    graph.outputs = [n for n in (node_for(t, {}) for t in outputs) if n is not None]
+    visited = [visit(t, {}) for t in outputs]
+    graph.outputs = [n for n, _ in visited if n is not None]
+    graph.output_pre = [trail for n, trail in visited if n is not None]
     return graph
 
 

@@ -21,6 +21,7 @@ from .fastcopy import write_keras, write_torch
 from .keras_graph import execution_order, nested_inputs
 from .layout import Plan
 from .rules import Context, Converter, WeightRule
+from .structure import Mismatch, check_pair, compare_ops
 
 
 @dataclass(frozen=True)
@@ -191,13 +192,20 @@ def _joined(units: list[Any], side: str) -> tuple[Any, dict[str, Any], str]:
     return tuple(objects), {f"{i}{sep}{k}": v for i, w in enumerate(weights) for k, v in w.items()}, name
 
 
+@dataclass
+class _Pairing:
+    torch: list[_TorchUnit]
+    keras: list[_KerasUnit]
+    depths: list[int]
+    how: str
+    graphs: tuple[Any, Any] | None = None      # (torch graph, keras graph) when paired by graph
+
+
 def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit], k_units: list[_KerasUnit],
-                  example_inputs: Any) -> tuple[list[_TorchUnit], list[_KerasUnit], list[int], str]:
+                  example_inputs: Any) -> _Pairing:
     """Both unit lists in the canonical data-flow order (see :mod:`conformance.graph`), the depth of each
     torch unit, and how they were paired. Falls back to order-based pairing, saying why."""
     from .graph import GraphUnavailable, keras_graph, torch_example_inputs, torch_graph
-    if len(t_units) <= 1 and len(k_units) <= 1:
-        return t_units, k_units, [1] * len(t_units), "graph (a single layer)"
     claimed = converters()
     try:
         k_graph = keras_graph(keras_model, lambda layer: any(c.claims_keras(layer) for c in claimed))
@@ -218,7 +226,7 @@ def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit],
     except GraphUnavailable as exc:
         if example_inputs is not None:
             t_units = _in_call_order(torch_model, t_units, example_inputs)
-        return t_units, k_units, [0] * len(t_units), f"order, not graph: {exc}"
+        return _Pairing(t_units, k_units, [0] * len(t_units), f"order, not graph: {exc}")
     t_by_id = {id(u.module): u for u in t_units}
     k_by_id = {id(u.layer): u for u in k_units}
     t_ordered = [(t_by_id[id(m)], d) for m, d in t_graph.canonical_units() if id(m) in t_by_id]
@@ -227,14 +235,16 @@ def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit],
     t_list = [u for u, _ in t_ordered] + [u for u in t_units if id(u.module) not in t_seen]   # never called
     depths = [d for _, d in t_ordered] + [0] * (len(t_list) - len(t_ordered))
     k_list = k_ordered + [u for u in k_units if id(u.layer) not in k_seen]
-    return t_list, k_list, depths, "graph"
+    return _Pairing(t_list, k_list, depths, "graph", (t_graph, k_graph))
 
 
 def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None
           ) -> tuple[list[_Write], str]:
     """Every write the transfer will make, computed and checked before any is made; and how layers paired."""
-    t_units, k_units = _torch_units(torch_model), _keras_units(keras_model)
-    t_units, k_units, depths, pairing = _paired_order(torch_model, keras_model, t_units, k_units, example_inputs)
+    paired = _paired_order(torch_model, keras_model, _torch_units(torch_model), _keras_units(keras_model),
+                           example_inputs)
+    t_units, k_units, depths, pairing = paired.torch, paired.keras, paired.depths, paired.how
+    t_graph, k_graph = paired.graphs or (None, None)
     context = Context(keras_links=nested_inputs(keras_model))
     writes: list[_Write] = []
     i = j = pair = 0
@@ -244,10 +254,13 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
         module, tensors, t_name = _joined(t_span, "torch")
         layer, variables, k_name = _joined(k_span, "keras")
         where = f"layer pair #{pair + 1} ({_describe(t_span[0])} <-> {_describe(k_span[0])})"
-        if converter.check is not None:
-            problem = converter.check(module, layer)
-            if problem:
-                raise ConversionError(f"{where}: configured differently: {problem}")
+        problem = converter.check(module, layer) if converter.check is not None else None
+        if not problem:
+            problem = check_pair(t_span[0].module, k_span[0].layer, t_graph.node_of(t_span[0].module) if t_graph else None,
+                                 k_graph.node_of(k_span[0].layer) if k_graph else None)
+        if problem:
+            text = problem.message(into_torch=not to_keras) if isinstance(problem, Mismatch) else problem
+            raise ConversionError(f"{where}: configured differently: {text}")
         if not all(getattr(unit.layer, "built", True) for unit in k_span):
             raise ConversionError(f"{where}: the Keras layer is not built yet, so it has no weights; build the "
                                   "model (keras.Input, or call it once) before transferring")
@@ -262,6 +275,12 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
             raise ConversionError(f"{where}: weights with no rule: torch {sorted(left_torch)}, "
                                   f"keras {sorted(left_keras)}")
         i, j, pair = i + n_torch, j + n_keras, pair + 1
+    if t_graph is not None and k_graph is not None and i == len(t_units) and j == len(k_units) \
+            and len(t_graph.outputs) == len(k_graph.outputs) == 1:    # several outputs: often made differently
+        for t_ops, k_ops in zip(t_graph.output_pre, k_graph.output_pre, strict=True):
+            mismatch = compare_ops(t_ops, k_ops, "after the last layer")
+            if mismatch:
+                raise ConversionError(f"the models differ at their outputs: {mismatch.message(into_torch=not to_keras)}")
     if i < len(t_units) or j < len(k_units):
         extra = t_units[i] if i < len(t_units) else k_units[j]
         raise ConversionError(f"layer pair #{pair + 1}: {_describe(extra)} has no counterpart: the torch model "

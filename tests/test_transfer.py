@@ -151,15 +151,17 @@ def test_flatten_and_dense_in_different_nested_models() -> None:
     net = Net().eval()
     randomize_torch(net, 5)
     features = keras.Sequential([keras.Input((8, 12, 3)), keras.layers.Conv2D(8, 3, padding="same"),
-                                 keras.layers.BatchNormalization(epsilon=1e-5), keras.layers.MaxPooling2D(2),
-                                 keras.layers.Conv2D(4, 3, padding="same"),
-                                 keras.layers.BatchNormalization(epsilon=1e-5), keras.layers.MaxPooling2D(2),
-                                 keras.layers.Flatten()])
-    head = keras.Sequential([keras.Input((24,)), keras.layers.Dense(6), keras.layers.Dense(2)])
+                                 keras.layers.BatchNormalization(epsilon=1e-5), keras.layers.ReLU(),
+                                 keras.layers.MaxPooling2D(2), keras.layers.Conv2D(4, 3, padding="same"),
+                                 keras.layers.BatchNormalization(epsilon=1e-5), keras.layers.ReLU(),
+                                 keras.layers.MaxPooling2D(2), keras.layers.Flatten()])
+    head = keras.Sequential([keras.Input((24,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(2)])
     inp = keras.Input((8, 12, 3))
     model = keras.Model(inp, head(features(inp)))
     report = conformance.transfer_weights(net, model)
     assert "O (C H W) -> (H W C) O" in report.rows[12].rule
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 12)).astype(np.float32)
+    assert conformance.compare(net, model, x).passed
 
 
 def test_keras_to_torch_shape_mismatch_names_the_keras_source() -> None:
