@@ -213,9 +213,24 @@ def _unsafe_globals(path: Path) -> str:
 
 
 def _pickle_globals(data: bytes) -> set[str]:
-    """GLOBAL and STACK_GLOBAL references of a pickle stream, by disassembly (nothing is executed)."""
+    """GLOBAL and STACK_GLOBAL references of pickle streams, by disassembly (nothing is executed).
+
+    torch.save's legacy format is several pickles in a row, then raw storage bytes: read pickles
+    until the bytes stop parsing. Raises if not even the first one parses.
+    """
+    stream, found = io.BytesIO(data), set()
+    found |= _one_pickle_globals(stream)
+    while stream.tell() < len(data):
+        try:
+            found |= _one_pickle_globals(stream)
+        except Exception:
+            break
+    return found
+
+
+def _one_pickle_globals(stream: io.BytesIO) -> set[str]:
     found, strings = set(), []
-    for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+    for opcode, arg, _ in pickletools.genops(stream):
         if opcode.name == "GLOBAL":
             found.add(str(arg).replace(" ", "."))
         elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
@@ -252,9 +267,13 @@ def _find_state_dict(path: Path, obj: Any) -> tuple[dict[str, Any], str]:
 
 
 def _load_torchscript(path: Path) -> TorchContent:
+    import warnings
+
     import torch
     try:
-        program = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # "torch.jit.load is deprecated": the file exists
+            program = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise FileError(f"{path}: cannot be read as a TorchScript archive (truncated or corrupt?): "
                         f"{_first_line(exc)}") from None

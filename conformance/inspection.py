@@ -156,8 +156,9 @@ def inspect_file(path: str | os.PathLike[str], *, results: str | os.PathLike[str
     """
     index = load_results(results)   # a bad --results fails before any framework is imported
     file = detect(path)
-    from .quiet import import_frameworks_quietly
-    import_frameworks_quietly()
+    if file.framework == "keras":   # a torch file needs no TensorFlow, which is slow to import
+        from .quiet import import_frameworks_quietly
+        import_frameworks_quietly()
     nodes, note, inferred = describe_file(file, trust)
     if not nodes:
         raise FileError(f"{path}: holds no layers")
