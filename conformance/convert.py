@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import FileError, ModelFile, TorchContent, detect, load_keras, load_torch
+from .files import FileError, ModelFile, TorchContent, detect, load_torch
+from .keras_files import load_keras
 from .userimport import build_torch_model, load_state_strict, resolve_factory
 from .verifyinputs import verification_inputs
 
@@ -137,6 +138,8 @@ def _exported_runner(program: Any, like: Any) -> Any:
     import torch
 
     class ExportedProgram(torch.nn.Module):
+        program_module: Any
+
         def __init__(self) -> None:
             super().__init__()
             self.like = like
@@ -189,6 +192,9 @@ def convert_file(source: str | os.PathLike[str], output: str | os.PathLike[str],
     if batch < 1:
         raise FileError(f"{source}: the verification batch must be at least 1, not {batch}")
     src = detect(source)
+    if src.kind == "keras-weights":
+        raise FileError(f"{src.path}: a Keras weights-only file has no architecture to run or pair; convert the "
+                        "model file (.keras or .h5) it belongs to")
     arch = detect(to_architecture) if to_architecture is not None else None
     factory, label, factory_file = resolve_factory(torch_model) if torch_model is not None else (None, "", None)
     inputs = {"source": source, **({"architecture file": arch.path} if arch else {}),

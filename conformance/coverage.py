@@ -10,6 +10,7 @@ Nothing here imports torch or keras.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ class ResultsIndex:
         return self.by_family.get(family, FamilyResults(family, {}, None))
 
 
-def load_results(path: str | Path | None) -> ResultsIndex | None:
+def load_results(path: str | os.PathLike[str] | None) -> ResultsIndex | None:
     """The results to report against: ``path``, else ``reports/latest/results.json`` if it exists.
 
     A path that was asked for and cannot be read is an error (:class:`FileError`); a missing

@@ -12,8 +12,8 @@ loader. Every loader is the safe one:
 - ``torch.export`` (``.pt2``): ``torch.export.load`` falls back to ``weights_only=False`` and to
   plain ``pickle.loads`` for some entries, so every pickled entry of the archive is checked
   first, and the load itself runs with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1``.
-- Keras ``.keras`` and legacy ``.h5``: the model config is read as JSON and any Lambda layer or
-  class from outside Keras is refused; then ``keras.models.load_model(path, safe_mode=True)``.
+- Keras ``.keras`` and legacy ``.h5``: see :mod:`conformance.keras_files` (the config is read as
+  JSON and Lambda layers or classes from outside Keras are refused, then ``safe_mode=True``).
 
 ``trust=True`` (the CLI's ``--trust``) lifts the refusals; only then can a file run code.
 Errors are :class:`FileError`: one line that names the file and says what is wrong.
@@ -22,7 +22,6 @@ Errors are :class:`FileError`: one line that names the file and says what is wro
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickletools
 import zipfile
@@ -73,7 +72,8 @@ KINDS = {
 }
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message (no traceback)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -131,7 +131,7 @@ def _hdf5_kind(path: Path) -> str:
         with h5py.File(path, "r") as handle:
             has_config = "model_config" in handle.attrs
     except OSError as exc:
-        raise FileError(f"{path}: truncated or corrupt HDF5 file: {_first_line(exc)}") from None
+        raise FileError(f"{path}: truncated or corrupt HDF5 file: {first_line(exc)}") from None
     return "keras-h5" if has_config else "keras-weights"
 
 
@@ -171,7 +171,7 @@ def _load_torch_save(path: Path, trust: bool) -> TorchContent:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise FileError(f"{path}: corrupt torch.save file: {_first_line(exc)}") from None
+            raise FileError(f"{path}: corrupt torch.save file: {first_line(exc)}") from None
         if not trust:
             raise UnsafeFileError(f"{path}: refused: loading it would run code, not just read tensors (it "
                                   f"references {_unsafe_globals(path)}). A pickled whole module (torch.save(model)) "
@@ -180,7 +180,7 @@ def _load_torch_save(path: Path, trust: bool) -> TorchContent:
         obj = _trusted_torch_load(path)
     except Exception as exc:   # truncated archives raise RuntimeError, EOFError, ValueError ...
         raise FileError(f"{path}: cannot be read as a torch.save file (truncated or corrupt?): "
-                        f"{_first_line(exc)}") from None
+                        f"{first_line(exc)}") from None
     if isinstance(obj, torch.nn.Module):
         return TorchContent(dict(obj.state_dict()), program=obj, module=obj,
                             note=f"a whole pickled {type(obj).__name__} (loaded with --trust)")
@@ -193,7 +193,7 @@ def _trusted_torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise FileError(f"{path}: could not be loaded even with --trust: {_first_line(exc)}") from None
+        raise FileError(f"{path}: could not be loaded even with --trust: {first_line(exc)}") from None
 
 
 def _unsafe_globals(path: Path) -> str:
@@ -276,7 +276,7 @@ def _load_torchscript(path: Path) -> TorchContent:
             program = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise FileError(f"{path}: cannot be read as a TorchScript archive (truncated or corrupt?): "
-                        f"{_first_line(exc)}") from None
+                        f"{first_line(exc)}") from None
     return TorchContent(dict(program.state_dict()), program=program, note="the TorchScript module's state dict")
 
 
@@ -360,91 +360,9 @@ def _load_exported(path: Path, trust: bool) -> TorchContent:
                 program = torch.export.load(str(path))
     except Exception as exc:
         raise FileError(f"{path}: cannot be read as a torch.export program (truncated or corrupt?): "
-                        f"{_first_line(exc)}") from None
+                        f"{first_line(exc)}") from None
     return TorchContent(dict(program.state_dict), program=program, note="the exported program's state dict")
 
 
-# ---- keras
-
-
-def keras_config(file: ModelFile) -> dict[str, Any] | None:
-    """The model's config as saved (JSON), read without Keras: for the safety check and the tree."""
-    try:
-        if file.kind == "keras":
-            with zipfile.ZipFile(file.path) as archive:
-                text: Any = archive.read("config.json")
-        elif file.kind == "keras-h5":
-            import h5py
-            with h5py.File(file.path, "r") as handle:
-                text = handle.attrs["model_config"]
-        else:
-            return None
-        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
-    except (KeyError, OSError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileError(f"{file.path}: its model config cannot be read (truncated or corrupt?): "
-                        f"{_first_line(exc)}") from None
-
-
-def unsafe_keras_entries(config: Any, where: str = "") -> list[str]:
-    """Lambda layers and classes from outside Keras: what safe loading must not deserialize."""
-    found: list[str] = []
-    if isinstance(config, dict):
-        cls, module = config.get("class_name"), config.get("module")
-        name = (config.get("config") or {}).get("name") if isinstance(config.get("config"), dict) else None
-        label = f"{where}{name or cls}"
-        if cls == "Lambda":
-            return [f"layer {label} is a Lambda layer (its Python bytecode is in the file)"]
-        if cls == "__lambda__":
-            return ["a serialized Python lambda"]
-        if isinstance(module, str) and module != "keras" and not module.startswith("keras."):
-            found.append(f"{label} is {cls!r} from module {module!r}, not from Keras (loading would import it)")
-        for value in config.values():
-            found.extend(unsafe_keras_entries(value, where))
-    elif isinstance(config, list):
-        for value in config:
-            found.extend(unsafe_keras_entries(value, where))
-    return found
-
-
-def load_keras(file: ModelFile, trust: bool = False) -> Any:
-    """A Keras model from a .keras or legacy .h5 file, in safe mode unless trusted."""
-    if file.kind == "keras-weights":
-        raise FileError(f"{file.path}: a Keras weights-only file: it has no architecture to load (save the model "
-                        "with model.save('model.keras'), or load these weights into your model first)")
-    if file.framework != "keras":
-        raise FileError(f"{file.path}: a {file.description}, not a Keras model file")
-    config = keras_config(file)
-    unsafe = unsafe_keras_entries(config)
-    if unsafe and not trust:
-        raise UnsafeFileError(f"{file.path}: refused: loading it would run code from the file: "
-                              f"{'; '.join(unsafe[:3])}; {TRUST_HINT}")
-    import warnings
-
-    import keras
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return keras.models.load_model(file.path, safe_mode=not trust, compile=False)
-    except Exception as exc:
-        if "safe_mode" in str(exc) and not trust:
-            raise UnsafeFileError(f"{file.path}: refused by Keras's safe mode: {_first_line(exc)}; "
-                                  f"{TRUST_HINT}") from None
-        raise FileError(f"{file.path}: Keras cannot load it (truncated or corrupt, or custom classes that are "
-                        f"not importable?): {_first_line(exc)}") from None
-
-
-def keras_weight_shapes(file: ModelFile) -> dict[str, tuple[int, ...]]:
-    """Every dataset of a weights-only HDF5 file, by path: its content without an architecture."""
-    import h5py
-    shapes: dict[str, tuple[int, ...]] = {}
-    try:
-        with h5py.File(file.path, "r") as handle:
-            handle.visititems(lambda name, obj: shapes.__setitem__(name, tuple(obj.shape))
-                              if isinstance(obj, h5py.Dataset) else None)
-    except OSError as exc:
-        raise FileError(f"{file.path}: corrupt HDF5 file: {_first_line(exc)}") from None
-    return shapes
-
-
-__all__ = ["KINDS", "FileError", "ModelFile", "TorchContent", "UnsafeFileError", "detect", "keras_config",
-           "keras_weight_shapes", "load_keras", "load_torch", "unsafe_keras_entries"]
+__all__ = ["HDF5_MAGIC", "KINDS", "TRUST_HINT", "ZIP_MAGIC", "FileError", "ModelFile", "TorchContent",
+           "UnsafeFileError", "detect", "first_line", "load_torch"]

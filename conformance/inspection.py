@@ -9,11 +9,13 @@ and which it does not measure at all, before trusting a conversion.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .coverage import ResultsIndex, families_for, load_results
-from .files import FileError, ModelFile, detect, keras_weight_shapes, load_keras, load_torch
+from .files import FileError, ModelFile, detect, load_torch
+from .keras_files import keras_weight_shapes, load_keras
 from .layertree import LayerNode, exported_tree, keras_tree, keras_weights_tree, state_dict_tree, torch_tree
 
 
@@ -89,7 +91,7 @@ class Inspection:
         return "\n".join(lines)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     table = [header, *rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     return [("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]).rstrip()

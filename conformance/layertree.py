@@ -89,6 +89,7 @@ def _tree_from_paths(paths: Iterable[str], tensors: Mapping[str, Mapping[str, Sh
 
     def walk(path: str, depth: int) -> None:
         own = dict(tensors.get(path, {}))
+        candidates: tuple[str, ...]
         if children[path] and not own:
             kind, candidates, detail, inferred = (root_type if not path else "(group)"), (), "", False
         else:
@@ -217,7 +218,8 @@ def keras_tree(model: Any) -> list[LayerNode]:
         config = _safe_config(layer)
         raw = config.get("activation")
         activation = raw if isinstance(raw, str) and raw != "linear" else None
-        detail, candidates = "", (kind,)
+        candidates: tuple[str, ...] = (kind,)
+        detail = ""
         if kind == "Bidirectional":
             inner = type(layer.forward_layer).__name__
             candidates, detail = (inner,), f"wraps {inner}"

@@ -16,12 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .files import FileError
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+from .files import FileError, first_line
 
 
 def resolve_factory(spec: str | Callable[[], Any]) -> tuple[Callable[[], Any], str, Path | None]:
@@ -64,7 +59,7 @@ def _load_file(file: Path, spec: str) -> Any:
         loader_spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise FileError(f"{file}: importing it failed (from --torch-model {spec}): {_first_line(exc)}") from None
+        raise FileError(f"{file}: importing it failed (from --torch-model {spec}): {first_line(exc)}") from None
     return module
 
 
@@ -76,7 +71,7 @@ def _import(name: str, spec: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise FileError(f"--torch-model {spec}: importing {name} failed: {_first_line(exc)}") from None
+        raise FileError(f"--torch-model {spec}: importing {name} failed: {first_line(exc)}") from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -87,7 +82,7 @@ def build_torch_model(factory: Callable[[], Any], label: str) -> Any:
     try:
         model = factory()
     except Exception as exc:
-        raise FileError(f"--torch-model {label}: calling it failed: {_first_line(exc)}") from None
+        raise FileError(f"--torch-model {label}: calling it failed: {first_line(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise FileError(f"--torch-model {label}: returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -112,7 +107,7 @@ def load_state_strict(model: Any, state: Mapping[str, Any], file: Path, label: s
     try:
         model.load_state_dict(dict(state), strict=True)
     except Exception as exc:
-        raise FileError(f"{file}: loading its weights into {label} failed: {_first_line(exc)}") from None
+        raise FileError(f"{file}: loading its weights into {label} failed: {first_line(exc)}") from None
 
 
 __all__ = ["build_torch_model", "load_state_strict", "resolve_factory"]

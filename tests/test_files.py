@@ -284,6 +284,44 @@ def test_architectures_that_do_not_correspond(lenet: dict[str, Path], tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_input_shape_and_unusable_combinations(lenet: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["convert", "--torch-model", "conformance.models.lenet:TorchLeNet5"]
+    code, out, _ = run(capsys, *base, "--from", lenet["pt"], "--to-architecture", lenet["arch"],
+                       "--output", tmp_path / "ok.keras", "--input-shape", "1,32,32", "--batch", "2", "--seed", "9")
+    assert code == 0 and "torch layout [2, 1, 32, 32], channels-last for Keras" in out and "seed 9" in out
+    refusals = {
+        "--input-shape (3, 32, 32) (torch layout) fits the Keras input": [
+            "--from", lenet["pt"], "--to-architecture", lenet["arch"], "--input-shape", "3,32,32"],
+        "a Keras weights-only file has no architecture": ["--from", lenet["weights"]],
+        "needs --to-architecture, a Keras model file": ["--from", lenet["pt"], "--to-architecture", lenet["pt"]],
+        "give either --torch-model or a torch --to-architecture file": [
+            "--from", lenet["keras"], "--to-architecture", lenet["pt"]],
+    }
+    for fragment, args in refusals.items():
+        output = tmp_path / ("x.pt" if args[1] == lenet["keras"] else "x.keras")
+        code, _, err = run(capsys, *base, *args, "--output", output)
+        assert code == 2 and fragment in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.keras"]
+
+
+def test_a_trusted_pickled_module_is_its_own_architecture(lenet: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.save(model) needs --trust; then the module is the architecture, and no --torch-model is needed."""
+    torch.save(torch_lenet(), tmp_path / "whole.pt")
+    code, _, err = run(capsys, "inspect", tmp_path / "whole.pt")
+    assert code == 2 and "refused" in err and "conformance.models.lenet.TorchLeNet5" in err
+    code, out, _ = run(capsys, "inspect", tmp_path / "whole.pt", "--trust", "--json")
+    report = json.loads(out)
+    assert code == 0 and not report["types_inferred"] and report["layers"][0]["type"] == "TorchLeNet5"
+    code, out, err = run(capsys, "convert", "--from", tmp_path / "whole.pt", "--to-architecture", lenet["arch"],
+                         "--output", tmp_path / "whole.keras", "--trust")
+    assert code == 0, out + err
+    code, out, err = run(capsys, "convert", "--from", lenet["keras"], "--to-architecture", tmp_path / "whole.pt",
+                         "--output", tmp_path / "whole_back.pt", "--trust")
+    assert code == 0 and "the pickled TorchLeNet5" in out, out + err
+
+
 # ---- the Python API, and staying lazy
 
 
