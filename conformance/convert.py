@@ -24,7 +24,7 @@ from typing import Any
 
 from .files import FileError, ModelFile, TorchContent, detect, load_torch
 from .keras_files import load_keras
-from .userimport import build_torch_model, load_state_strict, resolve_factory
+from .userimport import build_torch_model, factory_file, load_state_strict, resolve_factory
 from .verifyinputs import verification_inputs
 
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -196,11 +196,12 @@ def convert_file(source: str | os.PathLike[str], output: str | os.PathLike[str],
         raise FileError(f"{src.path}: a Keras weights-only file has no architecture to run or pair; convert the "
                         "model file (.keras or .h5) it belongs to")
     arch = detect(to_architecture) if to_architecture is not None else None
-    factory, label, factory_file = resolve_factory(torch_model) if torch_model is not None else (None, "", None)
+    code = factory_file(torch_model) if torch_model is not None else None
     inputs = {"source": source, **({"architecture file": arch.path} if arch else {}),
-              **({"--torch-model file": factory_file} if factory_file else {})}
-    destination = "keras" if src.framework == "torch" else "torch"
-    check_output(output, inputs, force, destination)
+              **({"--torch-model file": code} if code else {})}
+    check_output(output, inputs, force, "keras" if src.framework == "torch" else "torch")
+    # user code is imported only now, once every check that needs no code has passed
+    factory, label, _ = resolve_factory(torch_model) if torch_model is not None else (None, "", None)
     from .quiet import import_frameworks_quietly
     import_frameworks_quietly()
     if src.framework == "torch":

@@ -252,6 +252,12 @@ def _find_state_dict(path: Path, obj: Any) -> tuple[dict[str, Any], str]:
     """A state dict, or one inside a training checkpoint ({"state_dict": ..., "epoch": 3})."""
     if _is_tensor_map(obj):
         return dict(obj), "a state dict"
+    import torch
+    if isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values()) and not any(
+            _is_tensor_map(v) for v in obj.values()):   # a state dict with a few extra entries ("epoch": 3)
+        extra = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str))
+        return ({k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)},
+                f"a state dict (ignored, not tensors: {', '.join(extra)})")
     if isinstance(obj, Mapping):
         nested = [k for k, v in obj.items() if _is_tensor_map(v)]
         preferred = [k for k in ("state_dict", "model_state_dict", "model", "module") if k in nested]

@@ -19,6 +19,14 @@ from typing import Any
 from .files import FileError, first_line
 
 
+def factory_file(spec: str | Callable[[], Any]) -> Path | None:
+    """The ``.py`` file a ``--torch-model`` spec names, without importing anything (it must not be overwritten)."""
+    if not isinstance(spec, str):
+        return None
+    module_part = spec.rpartition(":")[0]
+    return Path(module_part) if module_part.endswith(".py") or "/" in module_part or os.sep in module_part else None
+
+
 def resolve_factory(spec: str | Callable[[], Any]) -> tuple[Callable[[], Any], str, Path | None]:
     """(factory, a label for messages, the .py file it came from if any). ``spec`` may already be callable."""
     if not isinstance(spec, str):
@@ -110,4 +118,4 @@ def load_state_strict(model: Any, state: Mapping[str, Any], file: Path, label: s
         raise FileError(f"{file}: loading its weights into {label} failed: {first_line(exc)}") from None
 
 
-__all__ = ["build_torch_model", "load_state_strict", "resolve_factory"]
+__all__ = ["build_torch_model", "factory_file", "load_state_strict", "resolve_factory"]

@@ -142,6 +142,18 @@ def test_inspect_without_results_and_uncovered_layers(tmp_path: Path, monkeypatc
     assert code == 2 and "missing.json: cannot read" in err
 
 
+def test_state_dicts_inside_checkpoints(lenet: dict[str, Path], tmp_path: Path) -> None:
+    inspection = conformance.inspect_file(lenet["checkpoint"])
+    assert "under key 'state_dict'" in inspection.note and "ignored: epoch, lr" in inspection.note
+    assert inspection.parameters == 61706
+    state: dict[str, Any] = dict(torch_lenet().state_dict())
+    torch.save({**state, "epoch": 3}, tmp_path / "extra.pt")
+    assert "ignored, not tensors: epoch" in conformance.inspect_file(tmp_path / "extra.pt").note
+    torch.save({"a": state, "b": state}, tmp_path / "two.pt")
+    with pytest.raises(conformance.FileError, match="several state dicts"):
+        conformance.inspect_file(tmp_path / "two.pt")
+
+
 def test_inference_from_names_and_shapes() -> None:
     lstm = {"weight_ih_l0": (32, 5), "weight_hh_l0": (32, 8), "bias_ih_l0": (32,), "bias_hh_l0": (32,),
             "weight_ih_l0_reverse": (32, 5), "weight_hh_l0_reverse": (32, 8)}

@@ -113,9 +113,9 @@ def test_trust_is_the_only_door(tmp_path: Path, lenet: dict[str, Path],
                                 capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "trusted-payload"
     trusted = write_malicious_files(tmp_path, lenet["pt2"], lenet["torchscript"], target)["zip"]
-    code, _, err = run(capsys, "inspect", trusted, "--trust")
+    code, out, _ = run(capsys, "inspect", trusted, "--trust")
     assert target.exists()            # --trust ran the pickle, as it says it would
-    assert code == 2 and "not a state dict" in err
+    assert code == 0 and "ignored, not tensors: payload" in out
 
 
 def test_subprocess_refusal_has_no_traceback(evil: dict[str, Path], payload: Path) -> None:
@@ -259,14 +259,17 @@ def test_outputs_that_must_not_be_written(lenet: dict[str, Path], tmp_path: Path
     assert {p: p.stat().st_mtime_ns for p in lenet.values()} == before
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only directories")
-def test_read_only_directory(lenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_read_only_directory(lenet: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:   # root may write anywhere: let the check see what a user would
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
     code, _, err = run(capsys, "convert", "--from", lenet["pt"], "--torch-model", LENET, "--to-architecture",
                        lenet["arch"], "--output", locked / "out.keras")
     assert code == 2
     one_line_error(err, "is not writable")
+    assert list(locked.iterdir()) == []
 
 
 @pytest.mark.parametrize("direction", ["torch->keras", "keras->torch"])
