@@ -6,6 +6,8 @@ The public API is small and stable::
                                   input_shape=(3, 32, 32))
     mapping = conformance.transfer_weights(pair.torch, pair.keras)
     result = conformance.compare(pair.torch, pair.keras, inputs)   # inputs in PyTorch layout
+    report = conformance.convert_file("model.pt", "model.keras", torch_model="pkg.mod:build",
+                                      to_architecture="architecture.keras")   # model files, verified
 
 torch and keras are imported on first use, not at import time.
 """
@@ -18,12 +20,16 @@ from .errors import CaseError, ConformanceError, ConversionError, UnsupportedErr
 
 if TYPE_CHECKING:
     from .comparison import Comparison, compare
+    from .convert import ConversionReport, convert_file
     from .families.base import Tolerance
+    from .files import FileError, UnsafeFileError
+    from .inspection import Inspection, inspect_file
     from .pair import Pair, build_pair
     from .transfer import TransferReport, transfer_weights
 
-__all__ = ["CaseError", "Comparison", "ConformanceError", "ConversionError", "Pair", "Tolerance",
-           "TransferReport", "UnsupportedError", "build_pair", "compare", "transfer_weights"]
+__all__ = ["CaseError", "Comparison", "ConformanceError", "ConversionError", "ConversionReport", "FileError",
+           "Inspection", "Pair", "Tolerance", "TransferReport", "UnsafeFileError", "UnsupportedError", "build_pair",
+           "compare", "convert_file", "inspect_file", "transfer_weights"]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -31,6 +37,10 @@ _LAZY = {
     "transfer_weights": "transfer", "TransferReport": "transfer",
     "compare": "comparison", "Comparison": "comparison",
     "Tolerance": "families.base",
+    # model files (conformance inspect / convert)
+    "inspect_file": "inspection", "Inspection": "inspection",
+    "convert_file": "convert", "ConversionReport": "convert",
+    "FileError": "files", "UnsafeFileError": "files",
 }
 
 

@@ -1,4 +1,5 @@
-"""The ``conformance`` command line: run the catalogue, render a report, diff two runs.
+"""The ``conformance`` command line: run the catalogue, render a report, diff two runs, inspect and
+convert model files.
 
 Heavy imports (torch, tensorflow) happen only inside the commands that need them, so
 ``conformance --help`` is instant.
@@ -193,6 +194,104 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- model files: `conformance inspect` and `conformance convert` (conformance/inspection.py, convert.py)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .files import FileError
+    from .inspection import inspect_file
+    try:
+        inspection = inspect_file(args.file, results=args.results, trust=args.trust)
+    except FileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        import json
+        print(json.dumps(inspection.to_json(), indent=1))
+    else:
+        print(inspection.text())
+    return EXIT_OK
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,32,32 (torch layout, no batch axis), got {text!r}")
+    return dims
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .errors import ConversionError
+    from .files import FileError
+    try:
+        from .convert import convert_file
+        report = convert_file(args.source, args.output, torch_model=args.torch_model,
+                              to_architecture=args.to_architecture, trust=args.trust, force=args.force,
+                              seed=args.seed, batch=args.batch, input_shape=args.input_shape)
+    except FileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConversionError as exc:
+        print(f"error: {args.source} -> {args.output}: the two architectures do not correspond: {exc}; nothing "
+              "was written", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        import json
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(report.text())
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _add_file_commands(sub: Any) -> None:
+    inspect = sub.add_parser(
+        "inspect", help="show a model file's layers, and which families cover them with their results",
+        description="Reads a torch.save state dict or checkpoint (.pt/.pth), a TorchScript file, a torch.export "
+                    "program (.pt2), or a Keras .keras / .h5 file, always with safe loading. Prints the layer tree "
+                    "(types, parameter counts, tensors) and, per layer type, the conformance families that cover it "
+                    "and their verdict in the results file. A bare state dict records no types: they are inferred "
+                    "from names and shapes, and marked so. Exit status: 0, or 2 on an unusable or refused file.")
+    inspect.add_argument("file", metavar="FILE")
+    inspect.add_argument("--results", metavar="PATH",
+                         help="results.json to report against (default: reports/latest/results.json if present)")
+    inspect.add_argument("--json", action="store_true", help="print the same as JSON")
+    inspect.add_argument("--trust", action="store_true",
+                         help="allow loading that runs code from the file (a pickled module, a Keras Lambda); "
+                              "only for files whose source you trust")
+    inspect.set_defaults(func=cmd_inspect)
+    convert = sub.add_parser(
+        "convert", help="move a model file's weights into the other framework's architecture, verified",
+        description="torch -> keras: --from a state dict / checkpoint / TorchScript / .pt2 file, --torch-model the "
+                    "torch architecture, --to-architecture the Keras model file whose weights are replaced, --output "
+                    "a new .keras, .h5 or .weights.h5 file. keras -> torch: --from a .keras or .h5 file, "
+                    "--torch-model the torch architecture, --output a new .pt/.pth state dict. The result is written "
+                    "to a temporary file, reloaded and compared with the source on seeded inputs; only a verified "
+                    "file is renamed into place. Exit status: 0 verified and written, 1 verification failed "
+                    "(nothing written), 2 unusable input (nothing written).")
+    convert.add_argument("--from", dest="source", metavar="FILE", required=True, help="the model file to convert")
+    convert.add_argument("--output", "-o", metavar="FILE", required=True,
+                         help="the new file; never an input, and not an existing file unless --force")
+    convert.add_argument("--torch-model", metavar="MODULE:FACTORY",
+                         help="the torch architecture: a callable returning the nn.Module, as package.module:factory "
+                              "(imported from the current directory) or path/to/file.py:factory. Imports that code")
+    convert.add_argument("--to-architecture", metavar="FILE",
+                         help="the destination architecture: for a Keras destination the .keras/.h5 model whose "
+                              "weights are replaced (the file itself is not modified)")
+    convert.add_argument("--input-shape", type=_shape, metavar="D,D,...",
+                         help="verification input shape in torch layout without the batch axis, e.g. 1,32,32 "
+                              "(default: from the Keras model's declared input)")
+    convert.add_argument("--seed", type=int, default=0, help="seed of the verification inputs (default: 0)")
+    convert.add_argument("--batch", type=int, default=4, help="verification batch size (default: 4)")
+    convert.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
+    convert.add_argument("--trust", action="store_true",
+                         help="allow loading that runs code from the files (a pickled module, a Keras Lambda)")
+    convert.add_argument("--json", action="store_true", help="print the report as JSON")
+    convert.set_defaults(func=cmd_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conformance",
@@ -242,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: reports/baselines/CLASS.json, e.g. tensorflow-onednn-on.json)")
     baseline.add_argument("--allow-failures", action="store_true", help="store a run that has failures")
     baseline.set_defaults(func=cmd_baseline)
+    _add_file_commands(sub)
     return parser
 
 
