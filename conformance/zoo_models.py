@@ -356,17 +356,25 @@ class MBConv(nn.Module):
 class EfficientNetB0(nn.Module):
     """``keras.applications.EfficientNetB0``: Rescaling(1/255) and Normalization inside the model,
     a correct_pad 3x3/2 stem, 16 MBConv blocks with drop-connect rates rising to 0.2, a 1x1 top
-    convolution, global average pooling, Dropout(0.2), Dense."""
+    convolution, global average pooling, Dropout(0.2), Dense. ``imagenet=True`` for a Keras model
+    built with weights="imagenet", which has one more Rescaling layer."""
 
     BLOCKS = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
               (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1))
     # (kernel, repeats, filters_in, filters_out, expand_ratio, stride): efficientnet.DEFAULT_BLOCKS_ARGS
 
+    IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
     def __init__(self, classes: int = 1000, classifier_activation: str | None = "softmax",
-                 in_channels: int = 3, drop_connect_rate: float = 0.2, dropout_rate: float = 0.2) -> None:
+                 in_channels: int = 3, drop_connect_rate: float = 0.2, dropout_rate: float = 0.2,
+                 imagenet: bool = False) -> None:
         super().__init__()
         self.rescaling = Rescaling(1.0 / 255.0)
         self.normalization = Normalization(in_channels)
+        # Keras adds Rescaling(1 / sqrt(stddev)) after the Normalization only with weights="imagenet"
+        # (its Normalization divides by sqrt(variance), the original model by the variance).
+        self.imagenet_rescaling = (Rescaling([1.0 / math.sqrt(s) for s in self.IMAGENET_STDDEV_RGB])
+                                   if imagenet else None)
         self.stem = nn.Sequential(KerasPad2d(3, 2, "correct_pad"), nn.Conv2d(in_channels, 32, 3, 2, bias=False),
                                   batch_norm(32, 1e-3), nn.SiLU())
         total = sum(repeats for _, repeats, *_ in self.BLOCKS)
@@ -381,7 +389,10 @@ class EfficientNetB0(nn.Module):
         self.head = Head(1280, classes, classifier_activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(self.normalization(self.rescaling(x)))
+        x = self.normalization(self.rescaling(x))
+        if self.imagenet_rescaling is not None:
+            x = self.imagenet_rescaling(x)
+        x = self.stem(x)
         return self.head(self.top(self.blocks(x)))
 
 
