@@ -58,6 +58,9 @@ class Normalization(nn.Module):
     moves every variable.
     """
 
+    mean: torch.Tensor
+    variance: torch.Tensor
+
     def __init__(self, num_features: int, invert: bool = False, epsilon: float = KERAS_EPSILON) -> None:
         super().__init__()
         self.num_features, self.invert, self.epsilon = num_features, invert, epsilon

@@ -26,6 +26,7 @@ from conformance.zoo_models import KerasPad2d, correct_pad, keras_same_padding
 CASES = Path(__file__).resolve().parent.parent / "cases"
 ZOO = {case.id: case for case in load_file(CASES / "zoo.toml")}
 PENDING = {case.id: case for case in load_file(CASES / "pending" / "efficientnet_b0.toml")}
+NORMALIZATION = {case.id: case for case in load_file(CASES / "pending" / "normalization.toml")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,6 +78,19 @@ def test_efficientnet_keras_to_torch_passes() -> None:
 def test_efficientnet_torch_to_keras_passes() -> None:
     (case,) = PENDING.values()
     result = run_case(case, "torch->keras")
+    assert result.outcome == "passed", result.explain()
+
+
+@pytest.mark.parametrize("case_id", sorted(NORMALIZATION))
+def test_normalization_keras_to_torch_passes(case_id: str) -> None:
+    result = run_case(NORMALIZATION[case_id], "keras->torch")
+    assert result.outcome == "passed", result.explain()
+
+
+@pytest.mark.xfail(strict=True, reason="transfer_weights does not call Converter.after_keras_write yet")
+@pytest.mark.parametrize("case_id", sorted(NORMALIZATION))
+def test_normalization_torch_to_keras_passes(case_id: str) -> None:
+    result = run_case(NORMALIZATION[case_id], "torch->keras")
     assert result.outcome == "passed", result.explain()
 
 
