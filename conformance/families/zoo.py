@@ -9,7 +9,7 @@ as a user would call it.
 
 Weights are drawn for deep models (``Family.deep_init``, see :mod:`conformance.pair`): He-uniform
 kernels, and BatchNorm statistics calibrated on seeded inputs, so that the output depends on the
-input (and so on every layer's conversion) as much as in a trained network.
+input, and so on every layer's conversion, instead of on the biases and BatchNorm offsets alone.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def _tolerance(p: Params) -> Tolerance:
     a row: each layer adds its own float32 rounding, and the two frameworks round differently in
     every one (oneDNN against torch's kernels, other summation orders). rtol stays 1e-4, so the
     allowed error grows with the outputs' size, and atol grows with the square root of the
-    rounding events, not with the number of weights."""
+    rounding events, not with the number of weights. Measured (logits of size 1 to 10): correct
+    twins use at most 6% of it (ResNet50, 0.057), while a twin with symmetric stride-2 padding
+    (MobileNetV2) or torchvision's stride placement (ResNet50) exceeds it 2,000 to 3,600 times."""
     return Tolerance.reduction(_FAN_IN[p["arch"]] * _DEPTH[p["arch"]])
 
 
