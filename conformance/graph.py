@@ -35,8 +35,8 @@ _TORCH_MERGES = {"add": "add", "__add__": "add", "__radd__": "add", "__iadd__": 
                  "mul": "mul", "__mul__": "mul", "__rmul__": "mul", "__imul__": "mul", "mul_": "mul",
                  "maximum": "maximum", "max": "maximum", "minimum": "minimum", "min": "minimum",
                  "cat": "cat", "concat": "cat", "concatenate": "cat", "stack": "cat", "sub": "sub", "__sub__": "sub",
-                 "__rsub__": "sub", "__isub__": "sub", "sub_": "sub", "matmul": "dot", "bmm": "dot", "__matmul__": "dot",
-                 "einsum": "dot"}
+                 "__rsub__": "sub", "__isub__": "sub", "sub_": "sub", "matmul": "dot", "bmm": "dot",
+                 "__matmul__": "dot", "einsum": "dot"}
 
 
 class GraphUnavailable(Exception):
@@ -54,6 +54,7 @@ class Node:
     in_shape: tuple[int, ...] | None = None   # one sample's shape of its first input, as the unit reads it
     in_ratio: float | None = None   # values of its first input per value of the model's first input: the
     #                                 same in both frameworks whatever the batch size or the batch axis
+    post: list[tuple[Any, ...]] | None = None   # the ops on its output up to its one consumer (None: several)
 
 
 @dataclass
@@ -61,6 +62,21 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     output_pre: list[list[tuple[Any, ...]]] = field(default_factory=list)   # the ops after each output's node
+
+    def finish(self) -> Graph:
+        """Give each node the trail of ops to its one consumer (or to the output it is), when it has one."""
+        consumers: dict[int, list[int]] = {}
+        for index, node in enumerate(self.nodes):
+            for pred in node.preds:
+                consumers.setdefault(pred, []).append(index)
+        for index, node in enumerate(self.nodes):
+            users = consumers.get(index, [])
+            outputs = [k for k, o in enumerate(self.outputs) if o == index]
+            if len(users) == 1 and not outputs and self.nodes[users[0]].preds[0] == index:
+                node.post = self.nodes[users[0]].pre
+            elif not users and len(outputs) == 1:
+                node.post = self.output_pre[outputs[0]]
+        return self
 
     def node_of(self, unit: Any) -> Node | None:
         """The (first) node of a unit."""
@@ -222,7 +238,7 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     graph.output_pre = [list(trail.get(id(t), [])) for t in tensors_in(output) if node_of(t) is not None]
     if not graph.outputs:
         raise GraphUnavailable("the torch model's outputs do not depend on its inputs")
-    return graph
+    return graph.finish()
 
 
 def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any]) -> list[list[Any]]:
@@ -319,7 +335,7 @@ def keras_graph(model: Any, is_unit: Callable[[Any], bool]) -> Graph:
     visited = [visit(t, {}) for t in outputs]
     graph.outputs = [n for n, _ in visited if n is not None]
     graph.output_pre = [trail for n, trail in visited if n is not None]
-    return graph
+    return graph.finish()
 
 
 __all__ = ["Graph", "GraphUnavailable", "keras_graph", "torch_example_inputs", "torch_graph"]

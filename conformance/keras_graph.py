@@ -151,7 +151,7 @@ def _is_elementwise_op(op: Any, tensor: Any) -> bool:
 def _inputs_of(op: Any, tensor: Any) -> list[Any]:
     history = getattr(tensor, "_keras_history", None)
     try:
-        return list(op._inbound_nodes[history.node_index].input_tensors)
+        return list(op._inbound_nodes[history.node_index].input_tensors)   # type: ignore[union-attr]
     except (AttributeError, IndexError, TypeError):
         found = _input_of(op)
         return list(found) if isinstance(found, list | tuple) else [found]

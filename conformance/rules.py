@@ -61,7 +61,7 @@ class Converter:
     torch_types: tuple[str, ...]
     keras_types: tuple[str, ...]
     rules: Callable[[Any, Any, Context], list[WeightRule]]
-    check: Callable[[Any, Any], str | None] | None = None
+    check: Callable[[Any, Any], Any] | None = None      # -> None, a sentence, or a structure.Mismatch
     ignore_torch: tuple[str, ...] = ()   # state_dict keys that Keras has no place for
     # A pair may span several units: a separable convolution is two torch convolutions and one
     # Keras layer; a 2-layer LSTM is one torch module and two Keras layers. Spanned units are
@@ -69,28 +69,39 @@ class Converter:
     # "1.weight" (torch) and "0/kernel", "1/kernel" (Keras).
     torch_span: int = 1
     keras_span: Callable[[Any], int] | None = None      # from the first torch module
+    # For Keras layers that cache values derived from their variables, so that assigning the
+    # variables alone changes nothing: Keras's Normalization computes its mean and variance
+    # tensors once, in finalize_state(), which its own load_own_variables() calls after loading.
+    # The transfer must call this on the Keras layer of a pair after writing its weights.
+    after_keras_write: Callable[[Any], None] | None = None
 
     def matches(self, modules: list[Any], layers: list[Any]) -> tuple[int, int] | None:
         """How many torch modules and Keras layers this converter takes from the heads of the lists."""
-        if not modules or not _is_a(modules[0], self.torch_types, "torch"):
+        if not modules or not _is_a(modules[0], self.torch_types, TORCH_PACKAGES):
             return None
         n_torch = self.torch_span
         n_keras = self.keras_span(modules[0]) if self.keras_span else 1
         if len(modules) < n_torch or len(layers) < n_keras:
             return None
-        if all(_is_a(m, self.torch_types, "torch") for m in modules[:n_torch]) and all(
+        if all(_is_a(m, self.torch_types, TORCH_PACKAGES) for m in modules[:n_torch]) and all(
                 _is_a(layer, self.keras_types, "keras") for layer in layers[:n_keras]):
             return n_torch, n_keras
         return None
 
     def claims_torch(self, module: Any) -> bool:
-        return _is_a(module, self.torch_types, "torch")
+        return _is_a(module, self.torch_types, TORCH_PACKAGES)
 
     def claims_keras(self, layer: Any) -> bool:
         return _is_a(layer, self.keras_types, "keras")
 
 
-def _is_a(obj: Any, names: tuple[str, ...], package: str) -> bool:
+# Where the torch classes a converter names may come from: torch, and this package, which defines
+# torch twins of Keras layers that torch has no class for (conformance.zoo_models.Rescaling,
+# Normalization).
+TORCH_PACKAGES = ("torch", "conformance.")
+
+
+def _is_a(obj: Any, names: tuple[str, ...], package: str | tuple[str, ...]) -> bool:
     """Class-name match along the MRO, so user subclasses of nn.Conv2d still count."""
     return any(cls.__name__ in names and cls.__module__.startswith(package) for cls in type(obj).__mro__)
 

@@ -284,8 +284,8 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
         x64 = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs)
         expected = pair.family.reference(x64[0] if len(x64) == 1 else x64, weights, pair.params)
         expected_list = list(expected) if isinstance(expected, list | tuple) else [expected]
-        torch_list = comparison.torch_outputs or [comparison.torch_output]
-        keras_list = comparison.keras_outputs or [comparison.keras_output]
+        torch_list = comparison.torch_outputs or [o for o in (comparison.torch_output,) if o is not None]
+        keras_list = comparison.keras_outputs or [o for o in (comparison.keras_output,) if o is not None]
         result.reference_error = {
             "torch": max(_distance(a, e) for a, e in zip(torch_list, expected_list, strict=False)),
             "keras": max(_distance(a, e) for a, e in zip(keras_list, expected_list, strict=False)),

@@ -68,8 +68,8 @@ _TORCH_BENIGN = {"view", "reshape", "flatten", "contiguous", "permute", "transpo
                  "__format__", "__bool__", "item", "tolist"}
 _TORCH_SELECT = {"__getitem__", "narrow", "select", "chunk", "split", "unbind", "index_select", "gather"}
 _KERAS_BENIGN = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-                 "GaussianDropout", "AlphaDropout", "Flatten", "Reshape", "Permute", "Identity", "ActivityRegularization",
-                 "Masking", "Transpose", "Squeeze", "ExpandDims", "Cast"}
+                 "GaussianDropout", "AlphaDropout", "Flatten", "Reshape", "Permute", "Identity",
+                 "ActivityRegularization", "Masking", "Transpose", "Squeeze", "ExpandDims", "Cast"}
 _KERAS_SELECT = {"GetItem", "Slice", "Take", "TakeAlongAxis", "Cropping1D", "Cropping2D", "Cropping3D"}
 
 
@@ -197,7 +197,7 @@ def describe(ops: Sequence[tuple[Any, ...]]) -> str:
 
 def _split_pads(ops: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[tuple[int, int], ...]]]:
     """The ops, and the zero paddings that come last (right before the unit)."""
-    rest, pads = list(ops), []
+    rest, pads = list(ops), []   # type: list[tuple[Any, ...]], list[tuple[tuple[int, int], ...]]
     while rest and rest[-1][0] == "pad" and isinstance(rest[-1][1], tuple) and \
             all(isinstance(p, tuple) for p in rest[-1][1]):
         pads.insert(0, rest.pop()[1])
@@ -247,8 +247,18 @@ def _keras_conv_padding(layer: Any, n: int, in_shape: tuple[int, ...] | None) ->
 
 def _is_conv(module: Any, layer: Any) -> bool:
     return (hasattr(module, "padding") and hasattr(module, "stride") and hasattr(layer, "strides")
-            and not hasattr(module, "output_padding") and getattr(module, "weight", None) is not None
+            and not getattr(module, "transposed", False) and getattr(module, "weight", None) is not None
             and module.weight.ndim >= 3)
+
+
+def eps_mismatch(module: Any, layer: Any) -> Mismatch | None:
+    """eps against epsilon (PyTorch defaults to 1e-5, Keras to 1e-3, keras.applications' DenseNet uses
+    1.001e-5): the fix is on the side being written into."""
+    if math.isclose(module.eps, layer.epsilon, rel_tol=1e-6):
+        return None
+    return Mismatch(f"eps {module.eps:g} vs epsilon {layer.epsilon:g} (PyTorch defaults to 1e-5, Keras to 1e-3)",
+                    f"set torch.nn.{type(module).__name__}(eps={layer.epsilon:g})",
+                    f"build the Keras layer with epsilon={module.eps:g}")
 
 
 def check_pair(module: Any, layer: Any, t_node: Any, k_node: Any) -> Mismatch | None:
@@ -263,10 +273,10 @@ def check_pair(module: Any, layer: Any, t_node: Any, k_node: Any) -> Mismatch | 
     if _is_conv(module, layer):
         n = module.weight.ndim - 2
         t_stride, k_stride = _tuple(module.stride, n), _tuple(layer.strides, n)
-        if t_stride != k_stride:
+        if t_stride != k_stride and _plain(t_node and t_node.post) and _plain(k_node and k_node.post):
             return Mismatch(f"stride {t_stride} vs strides {k_stride}", f"set the torch layer's stride={k_stride}",
                             f"build the Keras layer with strides={t_stride}")
-        if t_node is not None and k_node is not None:
+        if t_node is not None and k_node is not None and _plain(t_rest) and _plain(k_rest):
             own_t = _torch_conv_padding(module, n)
             own_k = _keras_conv_padding(layer, n, k_node.in_shape)
             if own_t is not None and own_k is not None:
@@ -287,15 +297,20 @@ def check_pair(module: Any, layer: Any, t_node: Any, k_node: Any) -> Mismatch | 
                         if t_text != k_text else "")
     plain = not any(op[0] in ("pad", "select", "other") for op in (*t_node.pre, *k_node.pre)) \
         if t_node is not None and k_node is not None else False
-    if plain and t_node.in_ratio and k_node.in_ratio:
-        if not math.isclose(t_node.in_ratio, k_node.in_ratio, rel_tol=1e-9):
-            return Mismatch(f"it reads {t_node.in_ratio:.4g} values per value of the model's input in torch but "
-                            f"{k_node.in_ratio:.4g} in Keras (one sample: torch {t_node.in_shape}, Keras "
-                            f"{k_node.in_shape}): a layer before it differs (stride, padding, pooling, "
-                            "ceil_mode or return_sequences)",
-                            "make the torch model's earlier layers match the Keras model's",
-                            "make the Keras model's earlier layers match the torch model's")
+    if plain and t_node.in_ratio and k_node.in_ratio and \
+            not math.isclose(t_node.in_ratio, k_node.in_ratio, rel_tol=1e-9):
+        return Mismatch(f"it reads {t_node.in_ratio:.4g} values per value of the model's input in torch but "
+                        f"{k_node.in_ratio:.4g} in Keras (one sample: torch {t_node.in_shape}, Keras "
+                        f"{k_node.in_shape}): a layer before it differs (stride, padding, pooling, "
+                        "ceil_mode or return_sequences)",
+                        "make the torch model's earlier layers match the Keras model's",
+                        "make the Keras model's earlier layers match the torch model's")
     return None
+
+
+def _plain(ops: Sequence[tuple[Any, ...]] | None) -> bool:
+    """Known and free of selections (a strided slice is a stride too; ops.pad is padding too): judgeable."""
+    return ops is not None and not any(op[0] in ("select", "other") for op in ops)
 
 
 def compare_ops(t_ops: Sequence[tuple[Any, ...]], k_ops: Sequence[tuple[Any, ...]], where: str) -> Mismatch | None:
@@ -323,4 +338,5 @@ def _pads_text(total: list[list[int]]) -> str:
     return "(" + ", ".join(f"{a} before/{b} after" for a, b in total) + ")"
 
 
-__all__ = ["Mismatch", "check_pair", "compare_ops", "describe", "keras_activation", "keras_op", "torch_op"]
+__all__ = ["Mismatch", "check_pair", "compare_ops", "describe", "eps_mismatch", "keras_activation", "keras_op",
+           "torch_op"]

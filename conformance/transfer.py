@@ -239,14 +239,16 @@ def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit],
 
 
 def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None
-          ) -> tuple[list[_Write], str]:
-    """Every write the transfer will make, computed and checked before any is made; and how layers paired."""
+          ) -> tuple[list[_Write], str, list[tuple[Any, Any]]]:
+    """Every write the transfer will make, computed and checked before any is made; how layers paired; and
+    the hooks to call on Keras layers after writing into them (Normalization recomputes its statistics)."""
     paired = _paired_order(torch_model, keras_model, _torch_units(torch_model), _keras_units(keras_model),
                            example_inputs)
     t_units, k_units, depths, pairing = paired.torch, paired.keras, paired.depths, paired.how
     t_graph, k_graph = paired.graphs or (None, None)
     context = Context(keras_links=nested_inputs(keras_model))
     writes: list[_Write] = []
+    after: list[tuple[Any, Any]] = []
     i = j = pair = 0
     while i < len(t_units) and j < len(k_units):
         converter, n_torch, n_keras = _converter_for(t_units[i:], k_units[j:], pair)
@@ -254,9 +256,10 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
         module, tensors, t_name = _joined(t_span, "torch")
         layer, variables, k_name = _joined(k_span, "keras")
         where = f"layer pair #{pair + 1} ({_describe(t_span[0])} <-> {_describe(k_span[0])})"
-        problem = converter.check(module, layer) if converter.check is not None else None
+        problem: str | Mismatch | None = converter.check(module, layer) if converter.check is not None else None
         if not problem:
-            problem = check_pair(t_span[0].module, k_span[0].layer, t_graph.node_of(t_span[0].module) if t_graph else None,
+            t_node = t_graph.node_of(t_span[0].module) if t_graph else None
+            problem = check_pair(t_span[0].module, k_span[0].layer, t_node,
                                  k_graph.node_of(k_span[0].layer) if k_graph else None)
         if problem:
             text = problem.message(into_torch=not to_keras) if isinstance(problem, Mismatch) else problem
@@ -268,6 +271,8 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
         position = f"pair {pair + 1}" + (f", depth {depths[i]}" if depths[i] else "")
         for rule in rules:
             writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where, position))
+        if converter.after_keras_write is not None:
+            after.extend((converter.after_keras_write, unit.layer) for unit in k_span)
         ignored = {k for k in tensors if k.split(".")[-1] in converter.ignore_torch}
         left_torch = set(tensors) - {r.torch for r in rules} - ignored
         left_keras = set(variables) - {r.keras for r in rules}
@@ -280,13 +285,14 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
         for t_ops, k_ops in zip(t_graph.output_pre, k_graph.output_pre, strict=True):
             mismatch = compare_ops(t_ops, k_ops, "after the last layer")
             if mismatch:
-                raise ConversionError(f"the models differ at their outputs: {mismatch.message(into_torch=not to_keras)}")
+                raise ConversionError("the models differ at their outputs: "
+                                      f"{mismatch.message(into_torch=not to_keras)}")
     if i < len(t_units) or j < len(k_units):
         extra = t_units[i] if i < len(t_units) else k_units[j]
         raise ConversionError(f"layer pair #{pair + 1}: {_describe(extra)} has no counterpart: the torch model "
                               f"has {len(t_units)} weighted layers and the keras model {len(k_units)} "
                               f"(paired by {pairing})")
-    return writes, pairing
+    return writes, pairing, after
 
 
 def _label(unit_name: str, weight: str, sep: str) -> str:
@@ -375,7 +381,7 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
     else:
         raise ConversionError(f"transfer_weights needs one torch.nn.Module and one keras.Model, got "
                               f"{type(src).__name__} and {type(dst).__name__}")
-    writes, pairing = _plan(torch_model, keras_model, to_keras, example_inputs)
+    writes, pairing, after = _plan(torch_model, keras_model, to_keras, example_inputs)
     import torch
     with torch.no_grad():
         for write in writes:
@@ -385,6 +391,9 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
                 write_keras(write.destination, write.source, write.plan)
             else:
                 write_torch(write.destination, write.source, write.plan)
+    if to_keras:
+        for hook, layer in after:
+            hook(layer)
     return TransferReport("torch->keras" if to_keras else "keras->torch", tuple(w.row for w in writes), pairing)
 
 

@@ -38,8 +38,11 @@ from conformance.models.lenet import TorchLeNet5
 
 
 class TanhLeNet(TorchLeNet5):
+    """Another forward with the same weights. (A bare tanh on the logits is refused at transfer by the
+    structural check; a scaled one is computed outside its vocabulary and left to the numbers.)"""
+
     def forward(self, x):
-        return torch.tanh(super().forward(x))
+        return torch.tanh(super().forward(x) * 0.5)
 
 
 def twelve_classes():

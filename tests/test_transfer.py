@@ -115,7 +115,7 @@ def test_mismatch_names_the_first_differing_pair_and_leaves_destination_untouche
 
 
 def test_count_mismatch_names_the_unpaired_layer() -> None:
-    short = keras.Sequential([keras.Input((8, 12, 3)), keras.layers.Conv2D(8, 3)])
+    short = keras.Sequential([keras.Input((8, 12, 3)), keras.layers.Conv2D(8, 3, padding="same")])
     with pytest.raises(ConversionError, match=r"layer pair #2: torch BatchNorm2d 'stem.0.bn' has no counterpart"):
         conformance.transfer_weights(Net(), short)
 

@@ -167,6 +167,9 @@ class Family:
     # layout: (params, rng, batch) -> one array per model input.
     make_inputs: Callable[[Params, np.random.Generator, int], tuple[np.ndarray, ...]] | None = None
     weight_layouts: Mapping[str, str] = field(default_factory=dict)  # for docs: torch name -> rule
+    # Deep models: He-uniform kernels and BatchNorm statistics calibrated on seeded inputs, so that
+    # activations neither overflow nor forget the input over dozens of layers (see pair.py).
+    deep_init: bool = False
 
     def normalise(self, raw: Params) -> dict[str, Any]:
         """Check every parameter and fill defaults; CaseError names the offending field."""

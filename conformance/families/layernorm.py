@@ -23,6 +23,7 @@ import numpy as np
 from .. import reference
 from ..layout import Layout
 from ..rules import Context, Converter, WeightRule, spatial_axes
+from ..structure import eps_mismatch
 from .activation import keras_axis
 from .base import Family, Param, Params, Tolerance, boolean, integer, invalid, real, shape
 
@@ -266,13 +267,6 @@ def _torch_has_weights(module: Any) -> bool:
     return any(t.is_floating_point() for t in tensors)
 
 
-def _eps_problem(module: Any, layer: Any) -> str | None:
-    if not math.isclose(module.eps, layer.epsilon, rel_tol=1e-6):
-        return (f"eps {module.eps:g} vs epsilon {layer.epsilon:g} (PyTorch defaults to 1e-5, Keras to 1e-3); "
-                f"build the Keras layer with epsilon={module.eps:g}")
-    return None
-
-
 def _affine(weight: str, bias: str, layout: Layout | None = None, note: str = "") -> list[WeightRule]:
     return [WeightRule("weight", weight, layout, optional=True, note=note),
             WeightRule("bias", bias, layout, optional=True, note=note)]
@@ -299,18 +293,18 @@ def _covers_every_axis(ns: tuple[int, ...], layer: Any) -> bool:
     return len(ns) == rank - 1
 
 
-def _check_layer_norm_pair(module: Any, layer: Any) -> str | None:
+def _check_layer_norm_pair(module: Any, layer: Any) -> Any:
     axes = layer.axis if isinstance(layer.axis, list | tuple) else [layer.axis]
     if len(axes) != len(module.normalized_shape):
         return (f"torch normalises over the last {len(module.normalized_shape)} dims "
                 f"{tuple(module.normalized_shape)}, Keras over {len(axes)} axes {list(axes)}")
-    return _eps_problem(module, layer)
+    return eps_mismatch(module, layer)
 
 
-def _check_group_norm_pair(module: Any, layer: Any) -> str | None:
+def _check_group_norm_pair(module: Any, layer: Any) -> Any:
     if module.num_groups != layer.groups:
         return f"num_groups {module.num_groups} vs groups {layer.groups}"
-    return _eps_problem(module, layer)
+    return eps_mismatch(module, layer)
 
 
 def _group_norm_rules(module: Any, layer: Any, context: Context) -> list[WeightRule]:
@@ -340,7 +334,7 @@ def _check_instance_norm_pair(module: Any, layer: Any) -> str | None:
     if not is_batch_norm and layer.groups != module.num_features:
         return (f"InstanceNorm is GroupNormalization with one group per channel: groups {layer.groups} "
                 f"vs num_features {module.num_features}")
-    return _eps_problem(module, layer)
+    return eps_mismatch(module, layer)
 
 
 CONVERTERS = [

@@ -8,11 +8,11 @@ differ is refused, because identical weights would still give different outputs.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .. import reference
 from ..rules import Context, Converter, WeightRule
+from ..structure import eps_mismatch
 from .base import Family, Param, Params, Tolerance, boolean, choice, integer, invalid, real, shape
 
 
@@ -77,12 +77,5 @@ def _rules(module: Any, layer: Any, context: Context) -> list[WeightRule]:
             WeightRule("running_mean", "moving_mean"), WeightRule("running_var", "moving_variance")]
 
 
-def _check_pair(module: Any, layer: Any) -> str | None:
-    if not math.isclose(module.eps, layer.epsilon, rel_tol=1e-6):
-        return (f"eps {module.eps:g} vs epsilon {layer.epsilon:g} (PyTorch defaults to 1e-5, Keras to 1e-3); "
-                f"build the Keras layer with epsilon={module.eps:g}")
-    return None
-
-
 CONVERTERS = [Converter("batch norm", ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"), ("BatchNormalization",),
-                        _rules, _check_pair, ignore_torch=("num_batches_tracked",))]
+                        _rules, eps_mismatch, ignore_torch=("num_batches_tracked",))]
