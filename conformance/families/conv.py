@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import reference
 from ..rules import Context, Converter, WeightRule, depthwise_layout, kernel_layout
+from ..structure import Mismatch
 from .base import Family, Param, Params, Tolerance, boolean, choice, integer, ints, invalid, padding, shape
 
 
@@ -147,16 +148,19 @@ def _depthwise_rules(module: Any, layer: Any, context: Context) -> list[WeightRu
                        note=f"depth multiplier {multiplier}"), *_bias(module)]
 
 
-def _check_conv(module: Any, layer: Any) -> str | None:
+def _check_conv(module: Any, layer: Any) -> Mismatch | str | None:
     if tuple(module.dilation) != tuple(layer.dilation_rate):
-        return f"dilation {tuple(module.dilation)} vs dilation_rate {tuple(layer.dilation_rate)}"
+        return Mismatch(f"dilation {tuple(module.dilation)} vs dilation_rate {tuple(layer.dilation_rate)}",
+                        f"set the torch layer's dilation={tuple(layer.dilation_rate)}",
+                        f"build the Keras layer with dilation_rate={tuple(module.dilation)}")
     groups = getattr(layer, "groups", None)
     if groups is not None and module.groups != groups:
-        return f"groups {module.groups} vs groups {groups}"
+        return Mismatch(f"groups {module.groups} vs groups {groups}", f"set the torch layer's groups={groups}",
+                        f"build the Keras layer with groups={module.groups}")
     return None
 
 
-def _check_depthwise(module: Any, layer: Any) -> str | None:
+def _check_depthwise(module: Any, layer: Any) -> Mismatch | str | None:
     if module.groups != module.in_channels:
         return f"groups={module.groups} is not depthwise (in_channels={module.in_channels})"
     if module.out_channels != module.in_channels * layer.depth_multiplier:
