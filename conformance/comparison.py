@@ -1,9 +1,17 @@
 """Comparing a PyTorch model with a Keras model on the same inputs.
 
 Comparison is element-wise, unsorted, on absolute differences, against an explicit tolerance:
-``|keras - torch| <= atol + rtol * |torch|``. ``headroom`` is the largest ratio of observed to
+``|keras - torch| <= atol * s + rtol * |torch|``. ``headroom`` is the largest ratio of observed to
 allowed error, so 0.1 means ten times inside the tolerance and > 1 means failed. NaN must
 appear at the same positions on both sides; infinities must match exactly.
+
+``s`` keeps the tolerance's power when outputs are small. The absolute floor ``atol`` assumes
+numbers of order one: a reduction over n terms of that size rounds to about 1e-5 * sqrt(n). When
+every value of an output is far below one (VGG16 with Keras's default initialisation peaks at
+0.008), float32 rounding shrinks with it, and an unscaled floor would let a wrong conversion pass:
+a permuted Flatten -> Dense there erred by only 4.7x the floor. So ``s`` is the output's largest
+magnitude, clamped to [1e-3, 1]: outputs of order one are judged as before, small ones relative
+to their size.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from .families.base import Tolerance
+
+SCALE_FLOOR = 1e-3   # atol never shrinks more than this: below, float32 rounding has a floor of its own
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class Comparison:
     keras_value: float | None = None
     problem: str | None = None           # shape, dtype or NaN mismatch, in words
     output: int | None = None            # which output holds the worst element, for several outputs
+    scale: float = 1.0                   # the factor on atol: the output's magnitude, clamped to [1e-3, 1]
     torch_output: np.ndarray | None = field(default=None, repr=False)
     keras_output: np.ndarray | None = field(default=None, repr=False)
     torch_outputs: list[np.ndarray] | None = field(default=None, repr=False)   # every output, in order
@@ -44,8 +55,9 @@ class Comparison:
         if self.problem:
             return f"FAILED: {self.problem}"
         verdict = "passed" if self.passed else "FAILED"
+        scaled = f" scaled by the output's magnitude {self.scale:.3g}" if self.scale < 1.0 else ""
         text = (f"{verdict}: max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g}, "
-                f"allowed {self.allowed_error:.3g} at the worst element (atol {self.tolerance.atol:.3g}, "
+                f"allowed {self.allowed_error:.3g} at the worst element (atol {self.tolerance.atol:.3g}{scaled}, "
                 f"rtol {self.tolerance.rtol:.3g}), headroom {self.headroom:.3g}")
         if self.output is not None:
             text += f"; worst in output {self.output}"
@@ -77,9 +89,11 @@ def compare_arrays(torch_out: np.ndarray, keras_out: np.ndarray, tolerance: Tole
                       problem=f"NaN at index {index} on one side only: torch {t64[index]}, keras {k64[index]}")
     both = ~t_nan
     same_inf = np.isinf(t64) & (t64 == k64)
+    finite = np.abs(np.where(np.isfinite(t64), t64, 0.0))
+    scale = min(1.0, max(float(finite.max()), SCALE_FLOOR))
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(both & ~same_inf, np.abs(k64 - t64), 0.0)
-        allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(np.isfinite(t64), t64, 0.0))
+        allowed = tolerance.atol * scale + tolerance.rtol * finite
         ratio = np.where(diff == 0, 0.0, diff / np.where(allowed > 0, allowed, np.finfo(np.float64).tiny))
         rel = diff / np.maximum(np.abs(np.where(np.isfinite(t64), t64, 0.0)), np.finfo(np.float32).tiny)
     flat = int(np.argmax(ratio))
@@ -87,7 +101,7 @@ def compare_arrays(torch_out: np.ndarray, keras_out: np.ndarray, tolerance: Tole
     headroom = float(ratio.flat[flat])
     return result(passed=bool(headroom <= 1.0), max_abs_error=float(diff.max()), max_rel_error=float(rel.max()),
                   headroom=headroom, allowed_error=float(allowed.flat[flat]), worst_index=index,
-                  torch_value=float(t64[index]), keras_value=float(k64[index]))
+                  torch_value=float(t64[index]), keras_value=float(k64[index]), scale=scale)
 
 
 def _to_numpy(value: Any) -> np.ndarray:

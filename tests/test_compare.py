@@ -103,3 +103,32 @@ def test_ambiguous_shapes_are_resolved_by_the_first_keras_layer() -> None:
     randomize_torch(conv.torch, 0)
     conformance.transfer_weights(conv.torch, conv.keras)
     assert conformance.compare(conv.torch, conv.keras, conv.sample_input(1)).passed
+
+
+def test_a_permuted_flatten_dense_fails_by_a_wide_margin_on_tiny_outputs() -> None:
+    """With Keras-like small weights the outputs peak near 1e-3; an unscaled absolute floor let the classic
+    Flatten -> Dense bug pass within a few times the tolerance. Scaled by the output's magnitude, it fails
+    by orders of magnitude, and the right conversion still passes."""
+    import keras
+    import torch
+    from torch import nn
+
+    import conformance
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 5, 4)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.05)
+    inp = keras.Input((6, 5, 3))
+    model = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp))))
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 6, 5)).astype(np.float32)
+    conformance.transfer_weights(net, model)
+    right = conformance.compare(net, model, x)
+    assert right.passed and right.scale < 0.05, right.summary()
+    assert "scaled by the output's magnitude" in right.summary()
+    conv, dense = net[0], net[3]
+    model.layers[1].set_weights([conv.weight.detach().numpy().transpose(2, 3, 1, 0), conv.bias.detach().numpy()])
+    model.layers[3].set_weights([dense.weight.detach().numpy().T, dense.bias.detach().numpy()])   # rows unpermuted
+    wrong = conformance.compare(net, model, x)
+    assert not wrong.passed and wrong.headroom > 100, wrong.summary()
