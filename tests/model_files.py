@@ -174,3 +174,9 @@ def keras_with_foreign_class(template: Path, destination: Path) -> Path:
     config["config"]["layers"][1].update({"module": "os", "class_name": "system"})
     _replace_entry(template, destination, "config.json", json.dumps(config).encode())
     return destination
+
+
+def mobilenet_v2():
+    """The zoo's MobileNetV2 twin at the size of the Keras file the test saves (10 classes, no softmax)."""
+    from conformance.zoo_models import MobileNetV2
+    return MobileNetV2(classes=10, classifier_activation=None)

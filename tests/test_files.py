@@ -361,3 +361,25 @@ def test_help_and_package_import_stay_light() -> None:
     assert proc.returncode == 0
     for flag in ("--from", "--output", "--torch-model", "--to-architecture", "--input-shape", "--force", "--trust"):
         assert flag in proc.stdout
+
+
+def test_convert_a_zoo_model_both_ways_through_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """keras.applications' MobileNetV2 saved as .keras, its torch twin from a factory: inspect both files,
+    convert Keras -> torch and back, each verified."""
+    import keras
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10,
+                                           classifier_activation=None)
+    source = tmp_path / "mobilenet.keras"
+    model.save(source)
+    factory = f"{Path(__file__).with_name('model_files.py')}:mobilenet_v2"
+    code, out, _ = run(capsys, "inspect", source)
+    assert code == 0 and "DepthwiseConv2D" in out and "BatchNormalization" in out
+    code, out, err = run(capsys, "convert", "--from", source, "--torch-model", factory, "--output",
+                         tmp_path / "mobilenet.pt")
+    assert code == 0, out + err
+    assert "verified: PASS" in out and "layers paired by graph" in out
+    code, out, _ = run(capsys, "inspect", tmp_path / "mobilenet.pt")
+    assert code == 0 and "(inferred)" in out
+    code, out, err = run(capsys, "convert", "--from", tmp_path / "mobilenet.pt", "--torch-model", factory,
+                         "--to-architecture", source, "--output", tmp_path / "back.keras")
+    assert code == 0 and "verified: PASS" in out, out + err
