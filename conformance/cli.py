@@ -174,6 +174,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``conformance bench summary|attach ...``: the benchmark helpers of :mod:`conformance.bench`."""
+    from .bench import main as bench_main
+    return bench_main(args.arguments)
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Store a run as the gate's baseline, without what the gate does not read (mappings, timings)."""
     from . import results as results_file
@@ -355,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     merging.add_argument("results", nargs="+", metavar="RESULTS.json")
     merging.add_argument("--output", metavar="DIR", required=True, help="where results.json and report.html go")
     merging.set_defaults(func=cmd_merge)
+    bench = sub.add_parser("bench", help="summarise pytest-benchmark timings or attach them to a results.json",
+                           add_help=False)
+    bench.add_argument("arguments", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     baseline = sub.add_parser("baseline", help="store a results.json as the upgrade gate's baseline")
     baseline.add_argument("results", metavar="RESULTS.json")
     baseline.add_argument("-o", "--output", metavar="PATH", default="reports/baselines",
@@ -367,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:            # its own sub-commands and --help
+        from .bench import main as bench_main
+        return bench_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's start-up chatter hides our output
     try:
         return int(args.func(args))
