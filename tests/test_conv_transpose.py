@@ -147,7 +147,7 @@ def test_keras_output_padding_appends_the_bias_only_positions_torch_computes() -
     layer = L.Conv1DTranspose(3, 3, strides=2, output_padding=1)
     layer.build((None, 4, 2))
     layer.set_weights([t.weight.detach().numpy().transpose(2, 1, 0), t.bias.detach().numpy()])
-    got = np.moveaxis(np.asarray(layer(np.moveaxis(x, 1, -1))), -1, 1)
+    got = np.moveaxis(keras.ops.convert_to_numpy(layer(np.moveaxis(x, 1, -1))), -1, 1)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(expected[:, :, -1], np.broadcast_to(t.bias.detach().numpy(), (2, 3)), atol=0)
 
@@ -243,7 +243,7 @@ def test_models_save_and_load_in_safe_mode(tmp_path: Any, family: str, params: d
     pair.keras.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
     x = np.moveaxis(inputs(pair.input_shape), 1, -1)
-    np.testing.assert_array_equal(np.asarray(pair.keras(x)), np.asarray(loaded(x)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(pair.keras(x)), keras.ops.convert_to_numpy(loaded(x)))
 
 
 # ---- float64 references against torch float64
