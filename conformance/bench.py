@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ConformanceError
 from .results import read_json
 
 SCHEMA = "conformance-bench"
@@ -57,7 +58,7 @@ _FRAMEWORK_ORDER = {"conformance": 0, "torch": 1, "keras": 2}
 _MODE_ORDER = {m: i for i, m in enumerate(("eager", "torchscript", "compiled", "graph", "xla"))}
 
 
-class BenchError(RuntimeError):
+class BenchError(ConformanceError, RuntimeError):
     """A benchmark that cannot give a meaningful time (a compiled callable that disagrees, say)."""
 
 

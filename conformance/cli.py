@@ -9,105 +9,53 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _selected(case_id: str, family: str, expressions: Sequence[str], families: Collection[str] = ()) -> bool:
-    """A case matches an expression when it is its family, a substring of its id, or a glob over it.
-
-    An expression that names a family selects that family only: ``relu`` is not ``leaky_relu``.
-    """
-    for expression in expressions:
-        if expression in families:
-            if expression == family:
-                return True
-            continue
-        if expression in case_id:
-            return True
-        if any(ch in expression for ch in "*?"):
-            pattern = re.escape(expression).replace(r"\*", ".*").replace(r"\?", ".")
-            if re.fullmatch(pattern, case_id):
-                return True
-    return False
-
-
-def _progress(done: int, total: int, result: Any, started: float) -> None:
-    mark = {"passed": ".", "divergence": "x", "unsupported": "u", "xpass": "X", "failed": "F", "error": "E",
-            "skipped": "s"}
-    sys.stdout.write(mark.get(result.outcome, "?"))
-    if done % 60 == 0 or done == total:
-        sys.stdout.write(f" [{done}/{total}, {time.perf_counter() - started:.0f}s]\n")
-    sys.stdout.flush()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from .cases import DIRECTIONS, load_catalogue
+    """Check the catalogue and the selection here, then run the cases through pytest with the plugin
+    (:mod:`conformance.session`): the same code path as ``pytest cases``, serial or on workers."""
+    from .cases import load_catalogue
+    from .selection import expressions, parse_shard, selected
     catalogue = load_catalogue(args.cases)
     for error in catalogue.errors:
         print(f"error: {error}", file=sys.stderr)
-    expressions = [e.strip() for e in (args.select or "").split(",") if e.strip()]
+    chosen = expressions(args.select)
     families = {c.family for c in catalogue.cases}
     cases = [c for c in catalogue.cases
-             if (not expressions or _selected(c.id, c.family, expressions, families))
-             and (args.extended or c.tier == "default" or expressions)]
+             if (not chosen or selected(c.id, c.family, chosen, families)) and (args.extended or c.tier == "default"
+                                                                                 or chosen)]
     if not catalogue.cases:
         print(f"error: no case could be loaded from {args.cases}; nothing was run", file=sys.stderr)
         return EXIT_USAGE
     if not cases:
         print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)
         return EXIT_USAGE
-    from . import results as results_file
+    if args.shard:
+        try:
+            parse_shard(args.shard)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     from .quiet import import_frameworks_quietly
     import_frameworks_quietly()
-    from .runner import run_case, use_one_torch_thread
-    use_one_torch_thread()
     if args.torch_device != "cpu":
         import torch
         if not torch.cuda.is_available():
             print(f"error: --torch-device {args.torch_device}: CUDA is not available here (torch "
                   f"{torch.__version__})", file=sys.stderr)
             return EXIT_USAGE
-    total = len(cases) * len(DIRECTIONS)
     from .facts import collect, describe
-    print(f"conformance: {len(cases)} cases x {len(DIRECTIONS)} directions from {args.cases}\n"
-          f"environment: {describe(collect(args.torch_device))}")
-    started = time.perf_counter()
-    outcomes = []
-    for case in cases:
-        for direction in DIRECTIONS:
-            result = run_case(case, direction, args.torch_device)
-            outcomes.append(result)
-            _progress(len(outcomes), total, result, started)
-    bad = [r for r in outcomes if not r.ok]
-    for result in bad:
-        print("\n" + result.explain())
-    document = results_file.build([r.to_json() for r in outcomes], results_file.divergence_records(cases),
-                                  [{"file": e.file, "case": e.case, "field": e.field, "message": e.detail}
-                                   for e in catalogue.errors], torch_device=args.torch_device)
-    output = Path(args.output)
-    results_path = results_file.write(document, output / "results.json")
-    from .report import junit_xml, render
-    report_path = output / "report.html"
-    report_path.write_text(render(document), encoding="utf-8")
-    if args.junit:
-        junit_path = Path(args.junit)
-        junit_path.parent.mkdir(parents=True, exist_ok=True)
-        junit_path.write_bytes(junit_xml(document, {(r.id, r.direction): r.explain() for r in bad}))
-    summary = document["summary"]
-    print("\n" + ", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "unsupported", "xpass",
-                                                         "error", "skipped") if summary[k]) +
-          f" in {time.perf_counter() - started:.1f}s")
-    print(f"results: {results_path}\nreport:  {report_path}")
-    if args.junit:
-        print(f"junit:   {args.junit}")
-    return EXIT_FAILED if bad or catalogue.errors else EXIT_OK
+    from .session import run_with_pytest
+    print(f"conformance: {len(cases)} cases x 2 directions from {args.cases}"
+          + (f", shard {args.shard}" if args.shard else "") + (f", {args.workers} workers" if args.workers else "")
+          + f"\nenvironment: {describe(collect(args.torch_device))}")
+    return run_with_pytest(args, catalogue_errors=bool(catalogue.errors))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -309,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the torch side on this device, e.g. cuda (TF32 disabled); default cpu")
     run.add_argument("--junit", metavar="PATH",
                      help="also write a JUnit XML file: one testcase per case and direction")
+    run.add_argument("-n", "--workers", metavar="N",
+                     help="run the cases in N worker processes (pytest-xdist), or 'auto' for one per core")
+    run.add_argument("--shard", metavar="K/N",
+                     help="run shard K of N: a deterministic 1/N of the catalogue, balanced by recorded case cost "
+                          "(join the shards' results with conformance merge)")
+    run.add_argument("--costs", metavar="PATH", default="reports/baselines/costs.json",
+                     help="recorded seconds per case, to balance shards (default: %(default)s)")
     run.set_defaults(func=cmd_run)
     report = sub.add_parser("report", help="render report.html from a results.json")
     report.add_argument("results", metavar="RESULTS.json")

@@ -16,6 +16,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .errors import ConformanceError
+
 _TOKEN = re.compile(r"\(|\)|[A-Za-z_][A-Za-z_0-9]*|1")
 
 # One side of a rule: a list of output axes, each a tuple of elementary axis names
@@ -23,7 +25,7 @@ _TOKEN = re.compile(r"\(|\)|[A-Za-z_][A-Za-z_0-9]*|1")
 _Side = tuple[tuple[str, ...], ...]
 
 
-class LayoutError(ValueError):
+class LayoutError(ConformanceError, ValueError):
     """A rule that cannot be parsed, or an array that does not fit it."""
 
 

@@ -1,13 +1,20 @@
-"""pytest integration: every concrete case in ``cases/*.toml`` is a test item, in both directions.
+"""pytest integration, and the one execution path: every concrete case is a test item, in both directions.
+
+``conformance run`` drives pytest with this plugin (:mod:`conformance.session`), so a results file
+means the same thing however it was made, and parallel workers (pytest-xdist, ``-n``), shards
+(``--conformance-shard K/N``) and selections cost one implementation.
 
 Case directories are named in the pytest configuration (``conformance_cases = ["cases"]`` in
-pyproject.toml's ``[tool.pytest.ini_options]``).
+pyproject.toml's ``[tool.pytest.ini_options]``) or with ``--conformance-cases DIR``.
 
 Node ids read ``cases/conv2d.toml::conv2d[o8-k3-s2-p1-d1-g1-bias-in4x16x16]::torch->keras``, so
-``-k "conv2d and s2"`` selects cases. A case file that does not load is one collection error
-with a message naming the file, case and field; the other files still run. A recorded
-divergence that still diverges is reported as xfail; one that no longer diverges fails.
-The run's results are written to ``--conformance-results`` (default reports/pytest/results.json).
+``-k "conv2d and s2"`` selects cases. A case file that does not load is one failing item with a
+message naming the file, case and field; the other files still run. A recorded divergence that
+still diverges is reported as xfail, a recorded refusal (``unsupported``) as a skip; a record that
+no longer holds fails. Each item's result travels on its test report, so the controller of an
+xdist run collects them all; a worker that crashes turns its case into an ``error`` naming the
+crash. The results are written to ``--conformance-results`` (default reports/pytest/results.json),
+in catalogue order.
 """
 
 from __future__ import annotations
@@ -20,10 +27,6 @@ import pytest
 from .cases import DIRECTIONS, Case, load_file
 from .errors import CaseError
 
-_RESULTS_KEY = pytest.StashKey[list]()
-_CASES_KEY = pytest.StashKey[dict]()
-_ERRORS_KEY = pytest.StashKey[list]()
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("conformance_cases", type="args", default=[],
@@ -31,24 +34,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance")
     group.addoption("--conformance-results", default="reports/pytest/results.json",
                     help="where to write results.json for the catalogue cases that ran ('' to skip)")
+    group.addoption("--conformance-cases", action="append", default=[], metavar="DIR",
+                    help="also collect the *.toml case files of this directory")
+    group.addoption("--conformance-select", default="", metavar="EXPR",
+                    help="comma-separated: a family name, a substring of a case id, or a glob (conv2d*s2*)")
+    group.addoption("--conformance-extended", action="store_true",
+                    help="also run the cases of the extended tier (a selection includes them too)")
+    group.addoption("--conformance-shard", default="", metavar="K/N",
+                    help="run shard K of N: a deterministic 1/N of the selected cases, balanced by recorded cost")
+    group.addoption("--conformance-costs", default="reports/baselines/costs.json", metavar="PATH",
+                    help="seconds per case from an earlier run, to balance shards (default: %(default)s)")
+    group.addoption("--conformance-torch-device", default="cpu", metavar="DEVICE",
+                    help="run the torch side on this device, e.g. cuda (TF32 disabled)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_RESULTS_KEY] = []
-    config.stash[_CASES_KEY] = {}
-    config.stash[_ERRORS_KEY] = []
     config.addinivalue_line("markers", "catalogue: a concrete case from cases/*.toml")
     config.addinivalue_line("markers", "extended: slow cases, excluded from the default run")
+    if not hasattr(config, "workerinput"):           # the controller (or a plain run) gathers the results
+        config.pluginmanager.register(ResultsCollector(config), "conformance-results")
+
+
+def _case_directories(config: pytest.Config) -> set[Path]:
+    named = [config.rootpath / d for d in config.getini("conformance_cases")]
+    named += [Path(d) for d in config.getoption("--conformance-cases")]
+    return {d.resolve() for d in named}
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    """Only directories named by the ``conformance_cases`` ini option: installing the package must
-    not make pytest read some other project's TOML files as case files."""
-    if file_path.suffix != ".toml":
-        return None
-    config = parent.config
-    directories = {(config.rootpath / d).resolve() for d in config.getini("conformance_cases")}
-    if file_path.parent.resolve() in directories:
+    """Only directories named by ``conformance_cases`` or ``--conformance-cases``: installing the package
+    must not make pytest read some other project's TOML files as case files."""
+    if file_path.suffix == ".toml" and file_path.parent.resolve() in _case_directories(parent.config):
         return CaseFile.from_parent(parent, path=file_path)
     return None
 
@@ -62,7 +78,6 @@ class CaseFile(pytest.File):
             yield InvalidCaseFile.from_parent(self, name="invalid-case-file", error=exc)
             return
         for case in cases:
-            self.config.stash[_CASES_KEY][case.id] = case
             yield CaseNode.from_parent(self, name=case.id, case=case)
 
 
@@ -73,7 +88,8 @@ class InvalidCaseFile(pytest.Item):
 
     def runtest(self) -> None:
         e = self.error
-        self.config.stash[_ERRORS_KEY].append({"file": e.file, "case": e.case, "field": e.field, "message": e.detail})
+        self.user_properties.append(("conformance_error", {"file": e.file, "case": e.case, "field": e.field,
+                                                           "message": e.detail}))
         raise e
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
@@ -112,8 +128,8 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         from .runner import run_case, use_one_torch_thread
         use_one_torch_thread()
-        result = run_case(self.case, self.direction)
-        self.config.stash[_RESULTS_KEY].append(result.to_json())
+        result = run_case(self.case, self.direction, self.config.getoption("--conformance-torch-device"))
+        self.user_properties.append(("conformance_result", result.to_json()))
         if result.outcome == "divergence":
             pytest.xfail(f"recorded divergence: {result.divergence['reason'] if result.divergence else ''}")
         if result.outcome in ("skipped", "unsupported"):
@@ -130,17 +146,119 @@ class CaseItem(pytest.Item):
         return self.path, None, f"{self.case.id} {self.direction}"
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    results = session.config.stash.get(_RESULTS_KEY, [])
-    errors = session.config.stash.get(_ERRORS_KEY, [])
-    target = session.config.getoption("--conformance-results")
-    if not (results or errors) or not target or hasattr(session.config, "workerinput"):
-        return
-    from . import results as results_file
-    cases = session.config.stash.get(_CASES_KEY, {}).values()
-    document = results_file.build(results, results_file.divergence_records(cases), errors)
-    path = results_file.write(document, Path(session.config.rootpath, target))
-    session.config.stash[_RESULTS_KEY] = []
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"conformance: {len(results)} case results written to {path}")
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The CLI's selection semantics, the extended tier and the shard, applied to the collected cases."""
+    from .selection import expressions, load_costs, parse_shard, selected, shard
+    chosen = expressions(config.getoption("--conformance-select"))
+    extended = config.getoption("--conformance-extended") or bool(chosen)
+    case_items = [i for i in items if isinstance(i, CaseItem)]
+    families = {i.case.family for i in case_items}
+    keep = {id(i) for i in case_items if (not chosen or selected(i.case.id, i.case.family, chosen, families))
+            and (extended or i.case.tier == "default")}
+    shard_text = config.getoption("--conformance-shard")
+    if shard_text:
+        index, count = parse_shard(shard_text)
+        ids = sorted({i.case.id for i in case_items if id(i) in keep})
+        mine = shard(ids, index, count, load_costs(config.getoption("--conformance-costs")))
+        keep = {id(i) for i in case_items if id(i) in keep and i.case.id in mine}
+    dropped = [i for i in case_items if id(i) not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not isinstance(i, CaseItem) or id(i) in keep]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """Every case's result rides on its report, so xdist's controller receives it from the workers."""
+    report = yield
+    if call.when == "call":
+        for name, value in item.user_properties:
+            if name in ("conformance_result", "conformance_error"):
+                setattr(report, name, value)
+    return report
+
+
+class ResultsCollector:
+    """Gathers every case's result from the test reports (local, or sent by xdist workers) and writes the
+    results document at the end of the session."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: dict[tuple[str, str], dict[str, Any]] = {}
+        self.errors: list[dict[str, Any]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = getattr(report, "conformance_result", None)
+        if result is not None:
+            self.results[(result["id"], result["direction"])] = result
+        error = getattr(report, "conformance_error", None)
+        if error is not None:
+            self.errors.append(error)
+        parts = report.nodeid.split("::")
+        if result is None and report.failed and len(parts) >= 3 and parts[-1] in DIRECTIONS \
+                and (parts[-2], parts[-1]) not in self.results:
+            crashed = _crashed(report)        # a worker died mid-case: the case is an error, named
+            if crashed is not None:
+                self.results[(crashed["id"], crashed["direction"])] = crashed
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        config = self.config
+        target = config.getoption("--conformance-results")
+        if not (self.results or self.errors) or not target:
+            return
+        from . import results as results_file
+        from .runner import use_one_torch_thread
+        use_one_torch_thread()           # facts record the threads a catalogue run uses, in every process model
+        ordered, records = _in_catalogue_order(self.results)
+        document = results_file.build(ordered, records, self.errors,
+                                      config.getoption("--conformance-torch-device"))
+        shard_text = config.getoption("--conformance-shard")
+        if shard_text:
+            from .selection import parse_shard
+            index, count = parse_shard(shard_text)
+            document["shard"] = {"index": index, "count": count}
+        path = results_file.write(document, Path(config.rootpath, target))
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"conformance: {len(self.results)} case results written to {path}")
+
+
+def _crashed(report: pytest.TestReport) -> dict[str, Any] | None:
+    """The result of a case whose worker process died: an error that names the crash."""
+    from .runner import CaseResult
+    file, case_id, direction = report.nodeid.split("::")[-3:]
+    try:
+        case = next(c for c in load_file(file) if c.id == case_id)
+    except (CaseError, StopIteration, OSError):
+        return None
+    text = str(report.longrepr or "").strip().splitlines()
+    crash = next((line for line in text if "crashed" in line or "Signal" in line or "signal" in line),
+                 text[-1] if text else "no message")
+    result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
+                        tier=case.tier,
+                        message=f"the process running this case crashed (a segfault or abort in a kernel?): {crash}")
+    return result.to_json()
+
+
+def _in_catalogue_order(results: dict[tuple[str, str], dict[str, Any]]
+                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Results sorted by file, then the case's place in its file, then direction; and the records of the
+    cases that ran. Both come from the case files, so serial, parallel and sharded runs agree."""
+    from .results import divergence_records
+    files = sorted({r["file"] for r in results.values()})
+    order: dict[str, tuple[int, int]] = {}
+    cases: list[Case] = []
+    ran = {case_id for case_id, _ in results}
+    for f_index, file in enumerate(files):
+        try:
+            loaded = load_file(file)
+        except CaseError:
+            continue
+        for c_index, case in enumerate(loaded):
+            order.setdefault(case.id, (f_index, c_index))
+            if case.id in ran:
+                cases.append(case)
+    keyed = sorted(results.items(), key=lambda kv: (*order.get(kv[0][0], (len(files), 0)), kv[0][0],
+                                                    DIRECTIONS.index(kv[0][1]) if kv[0][1] in DIRECTIONS else 9))
+    return [r for _, r in keyed], divergence_records(cases)

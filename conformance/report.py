@@ -10,7 +10,6 @@ stay fast. The page reads its filters from the URL fragment, for instance
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
@@ -19,16 +18,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .escape import _e, _x
 from .report_assets import BENCH_CSS, CSS, JS
 from .results import OUTCOMES
 
 _ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorFlow"), ("keras", "Keras"),
              ("keras_backend", "Keras backend"), ("numpy", "NumPy"), ("platform", "platform"),
              ("device", "device"), ("git_revision", "git revision"))
-
-
-def _e(value: Any) -> str:
-    return html.escape(_x(value), quote=True)
 
 
 def _num(value: Any) -> str:
@@ -292,14 +288,6 @@ def _divergences(records: list[dict[str, Any]], cases: list[dict[str, Any]]) -> 
 
 
 # ---- JUnit XML ----------------------------------------------------------------------------------------
-
-_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def _x(text: Any) -> str:
-    """XML 1.0 cannot carry control characters at all, escaped or not: drop them."""
-    return _XML_BAD.sub("", "" if text is None else str(text))
-
 
 def explain(case: Mapping[str, Any]) -> str:
     """A plain-text explanation of one case result, from its JSON alone."""

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .report import _e
+from .escape import _e
 
 # ---- benchmarks: document["benchmarks"], as conformance.bench.summarise writes it ------------------------
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import ConformanceError
+
 SCHEMA = "conformance-results"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)   # 2 added the `unsupported` outcome, environment.facts and record scopes
@@ -98,7 +100,7 @@ def write(document: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-class ResultsError(ValueError):
+class ResultsError(ConformanceError, ValueError):
     """A results file that cannot be used: missing, not JSON, or not this schema."""
 
 

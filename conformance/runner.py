@@ -121,9 +121,20 @@ def _jsonable(value: Any) -> Any:
 _PAIRS: OrderedDict[str, Any] = OrderedDict()
 
 
+def _fresh_keras_names() -> None:
+    """Keras numbers auto-named layers per process (dense, dense_1, ...): restart the count for each pair, so
+    the mapping in a result names the same layers whatever ran before it (serial, parallel or sharded)."""
+    try:
+        from keras.src.utils.naming import reset_uids
+    except ImportError:          # another Keras: names may then differ between runs, results do not
+        return
+    reset_uids()
+
+
 def _pair_for(case: Case) -> Any:
     from .pair import build_pair
     if case.id not in _PAIRS:
+        _fresh_keras_names()
         _PAIRS[case.id] = build_pair(case.family, **case.params)
         while len(_PAIRS) > 4:
             _PAIRS.popitem(last=False)

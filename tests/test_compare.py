@@ -125,10 +125,10 @@ def test_a_permuted_flatten_dense_fails_by_a_wide_margin_on_tiny_outputs() -> No
     x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 6, 5)).astype(np.float32)
     conformance.transfer_weights(net, model)
     right = conformance.compare(net, model, x)
-    assert right.passed and right.scale < 0.05, right.summary()
+    assert right.passed and right.scale < 0.1, right.summary()
     assert "scaled by the output's magnitude" in right.summary()
     conv, dense = net[0], net[3]
     model.layers[1].set_weights([conv.weight.detach().numpy().transpose(2, 3, 1, 0), conv.bias.detach().numpy()])
     model.layers[3].set_weights([dense.weight.detach().numpy().T, dense.bias.detach().numpy()])   # rows unpermuted
     wrong = conformance.compare(net, model, x)
-    assert not wrong.passed and wrong.headroom > 100, wrong.summary()
+    assert not wrong.passed and wrong.headroom > 50, wrong.summary()       # was 6 with an unscaled floor
