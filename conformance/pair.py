@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import collections
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +70,10 @@ def build_pair(family: str, **params: Any) -> Pair:
     import keras
     pair = Pair(spec, normalised, torch_module, None)
     try:
-        with fresh_keras_names():
-            examples = pair.sample_inputs(0, 1)
-            inputs = [keras.Input(_keras_shape(pair, x.shape[1:]), dtype=str(x.dtype)) for x in examples]
-            feed = inputs[0] if len(inputs) == 1 else inputs
-            pair.keras = keras.Model(feed, spec.build_keras(normalised, feed), name=family)
+        examples = pair.sample_inputs(0, 1)
+        inputs = [keras.Input(_keras_shape(pair, x.shape[1:]), dtype=str(x.dtype)) for x in examples]
+        feed = inputs[0] if len(inputs) == 1 else inputs
+        pair.keras = keras.Model(feed, spec.build_keras(normalised, feed), name=family)
     except UnsupportedError:
         raise
     except (ValueError, TypeError, NotImplementedError) as exc:
@@ -85,26 +81,6 @@ def build_pair(family: str, **params: Any) -> Pair:
     if spec.deep_init:
         _mark_deep(pair)
     return pair
-
-
-@contextmanager
-def fresh_keras_names() -> Iterator[None]:
-    """Keras names layers from process-wide counters (``conv2d_17``), and those names are in every result's
-    mapping, so a case's result would depend on how many models the process built before it: on the other
-    cases selected, their order, the pytest-xdist worker. Each pair is built with counters of its own, and the
-    caller's counters are put back afterwards. Falls back to Keras's counters where its internals differ."""
-    try:
-        from keras.src.backend.common import global_state
-    except ImportError:   # pragma: no cover - another Keras layout: names stay process-wide
-        yield
-        return
-    key = "object_name_uids"
-    saved = global_state.get_global_attribute(key)
-    global_state.set_global_attribute(key, collections.defaultdict(int))
-    try:
-        yield
-    finally:
-        global_state.set_global_attribute(key, saved)
 
 
 def _keras_shape(pair: Pair, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -4,7 +4,7 @@ Two runs of the same cases, the second in reverse order with the pair cache empt
 results files; and a case's seed, and so its inputs and weights, come from its id alone
 (``crc32(id) ^ file seed``), so adding, removing or re-ordering cases never changes another's.
 Layer names are part of each result (the mapping), and Keras numbers them from process-wide
-counters: ``build_pair`` gives each pair counters of its own (``conformance.pair.fresh_keras_names``).
+counters: the runner restarts them for each pair it builds.
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ def test_two_runs_give_identical_results_timings_aside() -> None:
     assert all(r["outcome"] == "passed" for r in first.values())
 
 
-def test_keras_layer_names_do_not_depend_on_what_was_built_before() -> None:
+def test_layer_names_in_a_result_do_not_depend_on_what_was_built_before() -> None:
     import keras
+    case = load_file(CASES / "linear.toml")[0]
+    runner._PAIRS.clear()
     keras.layers.Dense(3)      # move the process-wide counter
-    names = [layer.name for layer in build_pair("linear", in_features=4, out_features=3, input_shape=(4,)).keras.layers]
-    assert names[-1] == "dense", names
-    assert keras.layers.Dense(3).name != "dense", "the caller's counters were not put back"
+    mapping = runner.run_case(case, "torch->keras").to_json()["mapping"]
+    assert [row["destination"] for row in mapping] == ["dense/kernel", "dense/bias"], mapping
 
 
 def test_seed_comes_from_the_case_id_and_the_file_seed_alone(tmp_path: Path) -> None:
