@@ -2,6 +2,7 @@
 
     python scripts/mutation.py layout rules comparison     # or --all; `tox -e mutation` runs this
     python scripts/mutation.py --report                    # the scores of the sessions run so far
+    python scripts/mutation.py --recheck layout            # survivors again, against the tests as they are now
 
 Why a script around cosmic-ray: each module gets its own test command, made of the stages that
 ``mutation.toml`` lists for it (the tests and catalogue cases that cover it, cheapest first), since
@@ -15,7 +16,9 @@ that runs the module's stages in order and stops at the first failure (the mutan
 marked ``fast`` runs in-process without ``tests/conftest.py`` (which imports torch and TensorFlow)
 under a derandomised hypothesis profile. The score per module leaves out skipped operators and the
 equivalent mutants that ``mutation.toml`` lists; survivors are written to
-``reports/mutation/MODULE.json`` with their diffs.
+``reports/mutation/MODULE.json`` with their diffs. ``--recheck`` runs each survivor again (``cosmic-ray
+apply`` in a second scratch copy) against the current tests, after tests were added to kill them; the
+report then counts a survivor that the new tests kill as killed, and says so.
 """
 
 from __future__ import annotations
@@ -139,8 +142,9 @@ def results(work: Path, name: str, config: dict[str, Any]) -> dict[str, Any] | N
     dump = subprocess.run([_tool("cosmic-ray"), "dump", str(session)], cwd=work, check=True, capture_output=True,
                           text=True).stdout
     equivalent = [e for e in config.get("equivalent", []) if e["module"] == name]
-    source = (work / config["modules"][name]["path"]).read_text().splitlines()
-    counts = {"killed": 0, "survived": 0, "equivalent": 0, "skipped": 0, "incompetent": 0, "pending": 0}
+    source = (ROOT / config["modules"][name]["path"]).read_text().splitlines()   # the scratch file may be mutated now
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "skipped": 0, "incompetent": 0, "pending": 0,
+              "killed later": 0}
     survivors = []
     for line in filter(None, dump.splitlines()):
         item, result = json.loads(line)
@@ -160,15 +164,49 @@ def results(work: Path, name: str, config: dict[str, Any]) -> dict[str, Any] | N
             counts["survived"] += 1
             survivors.append({"line": mutation["start_pos"][0], "source": text, "operator": mutation["operator_name"],
                               "occurrence": mutation["occurrence"], "diff": result.get("diff", "")})
+    rechecked = work / STATE / f"{name}.recheck.json"
+    later = json.loads(rechecked.read_text()) if rechecked.exists() else []
+    keys = {(k["line"], k["operator"], k["occurrence"]) for k in later}
+    still = [x for x in survivors if (x["line"], x["operator"], x["occurrence"]) not in keys]
+    counts["killed later"] = len(survivors) - len(still)
+    counts["killed"] += counts["killed later"]
+    counts["survived"] -= counts["killed later"]
+    survivors = still
     judged = counts["killed"] + counts["survived"]
     score = counts["killed"] / judged if judged else None
     return {"module": config["modules"][name]["path"], **counts, "score": score, "survivors": survivors}
 
 
+def recheck(work: Path, name: str, config: dict[str, Any], python: str) -> None:
+    """Each survivor of ``name``'s session applied alone to a fresh copy of the tree and run through the stages."""
+    summary = results(work, name, config)
+    if summary is None:
+        raise SystemExit(f"[{name}] no session in {work}: run it first")
+    scratch = work.with_name(work.name + "-recheck")
+    copy_tree(ROOT, scratch)
+    path = scratch / config["modules"][name]["path"]
+    pristine = path.read_bytes()
+    killed = []
+    for survivor in summary["survivors"]:
+        try:
+            subprocess.run([_tool("cosmic-ray"), "apply", config["modules"][name]["path"], survivor["operator"],
+                            str(survivor["occurrence"])], cwd=scratch, check=True, capture_output=True)
+            code = subprocess.call([python, "scripts/mutation.py", "stage", name, "--python", python], cwd=scratch,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            path.write_bytes(pristine)
+        print(f"[{name}] line {survivor['line']} {survivor['operator']}: {'killed' if code else 'survives'}",
+              flush=True)
+        if code:
+            killed.append({k: survivor[k] for k in ("line", "operator", "occurrence")})
+    (work / STATE / f"{name}.recheck.json").write_text(json.dumps(killed, indent=1))
+
+
 def report(work: Path, names: list[str], config: dict[str, Any]) -> int:
     out = ROOT / "reports" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{'module':38} {'killed':>6} {'surv.':>6} {'equiv.':>6} {'skip':>6} {'incomp.':>7} {'pend.':>6}  score")
+    print(f"{'module':38} {'killed':>6} {'(later)':>7} {'surv.':>6} {'equiv.':>6} {'skip':>6} {'incomp.':>7} "
+          f"{'pend.':>6}  score")
     for name in names:
         summary = results(work, name, config)
         if summary is None:
@@ -176,7 +214,8 @@ def report(work: Path, names: list[str], config: dict[str, Any]) -> int:
             continue
         (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
         score = "-" if summary["score"] is None else f"{summary['score']:.1%}"
-        print(f"{summary['module']:38} {summary['killed']:6} {summary['survived']:6} {summary['equivalent']:6} "
+        print(f"{summary['module']:38} {summary['killed']:6} {summary['killed later']:7} {summary['survived']:6} "
+              f"{summary['equivalent']:6} "
               f"{summary['skipped']:6} {summary['incompetent']:7} {summary['pending']:6}  {score}")
     print(f"survivors and their diffs: {out}/MODULE.json")
     return 0
@@ -191,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "conformance-mutation",
                         help="the scratch copy (default: %(default)s); sessions there are resumed")
     parser.add_argument("--fresh", action="store_true", help="forget earlier sessions of these modules")
+    parser.add_argument("--recheck", action="store_true", help="run the survivors again against the current tests")
     args = parser.parse_args(argv)
     if args.modules[:1] == ["stage"]:
         return run_stages(args.modules[1], args.python)
@@ -200,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         parser.error(f"unknown or no modules {unknown}; choose from {', '.join(config['modules'])} or --all")
     work = args.workdir.resolve()
-    if not args.report:
+    if args.recheck:
+        for name in names:
+            recheck(work, name, config, args.python)
+    elif not args.report:
         work.mkdir(parents=True, exist_ok=True)
         copy_tree(ROOT, work)
         for name in names:
             if args.fresh:
                 (work / STATE / f"{name}.sqlite").unlink(missing_ok=True)
+                (work / STATE / f"{name}.recheck.json").unlink(missing_ok=True)
             mutate(work, name, config, args.python)
             report(work, [name], config)
     return report(work, names, config)
