@@ -97,6 +97,7 @@ def test_infinities_count_only_when_they_differ() -> None:
 def test_empty_and_mismatched_outputs() -> None:
     empty = compare_arrays(np.zeros((0, 3)), np.zeros((0, 3)), TOL)
     assert empty.passed and empty.headroom == 0 and empty.allowed_error == TOL.atol
+    assert empty.scale == 1.0 and "scaled" not in empty.summary()
     wrong = compare_arrays(np.zeros(6), np.zeros((2, 3)), TOL)
     assert not wrong.passed and math.isinf(wrong.max_abs_error) and math.isinf(wrong.headroom)
     assert wrong.problem == "output shapes differ: torch (6,), keras (2, 3)"
@@ -184,3 +185,9 @@ def test_summary_says_what_was_compared() -> None:
     passed = compare_arrays(np.array([1.0]), np.array([1.0]), TOL)
     assert passed.summary().startswith("passed: max abs error 0") and "scaled" not in passed.summary()
     assert "worst at index (0,): torch 1.0, keras 1.0" in passed.summary()
+
+
+def test_the_repr_stays_short_without_the_arrays() -> None:
+    big = np.zeros((64, 64))
+    result = comparison._combine([compare_arrays(big, big, TOL), compare_arrays(big, big, TOL)])
+    assert len(repr(result)) < 600 and "array(" not in repr(result)

@@ -1,11 +1,15 @@
-"""compare() feeds the torch model on the device it lives on: its first parameter's, else its first
-buffer's, else the device the runner marked on a module without either (``conformance_device``)."""
+"""compare()'s plumbing on real torch modules: inputs go to the device the model lives on, and only
+float inputs move to channels-last for Keras (masks and token ids stay as they are)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
+import conformance
 from conformance.comparison import _device_of
 
 
@@ -16,3 +20,29 @@ def test_inputs_go_where_the_torch_model_lives() -> None:
     assert _device_of(bare).type == "cpu"
     bare.conformance_device = torch.device("meta")
     assert _device_of(bare).type == "meta"
+
+
+class _Image(nn.Module):
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return image * mask
+
+
+class _RecordingKeras:
+    """Stands in for a Keras model: records what it is called with and answers channels-last."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def __call__(self, inputs: Any, training: bool = False) -> np.ndarray:
+        self.seen = [np.asarray(a) for a in inputs]
+        image, mask = self.seen
+        return image * np.moveaxis(mask, 1, -1)
+
+
+def test_only_float_inputs_move_to_channels_last() -> None:
+    image = np.random.default_rng(0).uniform(-1, 1, (2, 3, 4, 5)).astype(np.float32)
+    mask = np.random.default_rng(1).integers(0, 2, (2, 3, 4, 5))
+    keras_like = _RecordingKeras()
+    result = conformance.compare(_Image(), keras_like, [image, mask], channels_last=True)
+    assert keras_like.seen[0].shape == (2, 4, 5, 3) and keras_like.seen[1].shape == (2, 3, 4, 5)
+    assert result.passed, result.summary()

@@ -91,3 +91,10 @@ def test_inverse_text_and_source_shape() -> None:
     assert rule.source_shape(O=2, C=3, H=4, W=5) == (2, 60)
     x = np.arange(2 * 60).reshape(2, 60)
     np.testing.assert_array_equal(rule.invert(rule.apply(x, C=3, H=4), C=3, H=4), x)
+
+
+@pytest.mark.parametrize("shape", [(2,), (2, 3, 4)])
+def test_an_array_of_another_rank_is_refused_by_name(shape: tuple[int, ...]) -> None:
+    with pytest.raises(LayoutError, match=f"expects a rank-2 array, got shape {shape}".replace("(", r"\(")
+                       .replace(")", r"\)")):
+        Layout("O I -> I O").plan(shape)
