@@ -158,7 +158,8 @@ def results(work: Path, name: str, config: dict[str, Any]) -> dict[str, Any] | N
             counts["incompetent"] += 1
         elif result["test_outcome"] == "killed":
             counts["killed"] += 1
-        elif any(e["operator"] == mutation["operator_name"] and e["line"].strip() == text for e in equivalent):
+        elif any(e["operator"] == mutation["operator_name"] and e["line"].strip() == text
+                 and e.get("mutated", "") in _added(result.get("diff", "")) for e in equivalent):
             counts["equivalent"] += 1
         else:
             counts["survived"] += 1
@@ -200,6 +201,11 @@ def recheck(work: Path, name: str, config: dict[str, Any], python: str) -> None:
         if code:
             killed.append({k: survivor[k] for k in ("line", "operator", "occurrence")})
     (work / STATE / f"{name}.recheck.json").write_text(json.dumps(killed, indent=1))
+
+
+def _added(diff: str) -> str:
+    """The lines a mutant's diff adds: what the mutated line became."""
+    return "\n".join(line for line in (diff or "").splitlines() if line.startswith("+") and not line.startswith("+++"))
 
 
 def report(work: Path, names: list[str], config: dict[str, Any]) -> int:

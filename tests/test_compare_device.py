@@ -22,9 +22,11 @@ def test_inputs_go_where_the_torch_model_lives() -> None:
     assert _device_of(bare).type == "meta"
 
 
-class _Image(nn.Module):
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return image * mask
+class _Masked(nn.Module):
+    """An image, an integer map of the same rank and a per-sample integer weight."""
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return image * mask * weight.sum(dim=1).view(-1, 1, 1, 1)
 
 
 class _RecordingKeras:
@@ -35,14 +37,16 @@ class _RecordingKeras:
 
     def __call__(self, inputs: Any, training: bool = False) -> np.ndarray:
         self.seen = [np.asarray(a) for a in inputs]
-        image, mask = self.seen
-        return image * np.moveaxis(mask, 1, -1)
+        image, mask, weight = self.seen
+        return image * np.moveaxis(mask, 1, -1) * weight.sum(axis=1).reshape(-1, 1, 1, 1)
 
 
-def test_only_float_inputs_move_to_channels_last() -> None:
-    image = np.random.default_rng(0).uniform(-1, 1, (2, 3, 4, 5)).astype(np.float32)
-    mask = np.random.default_rng(1).integers(0, 2, (2, 3, 4, 5))
+def test_only_float_inputs_move_to_channels_last_and_the_first_input_decides() -> None:
+    """The integer map stays channels-first; the output moves back because it has the first input's rank."""
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (2, 3, 4, 5)).astype(np.float32)
+    mask, weight = rng.integers(0, 2, (2, 3, 4, 5)), rng.integers(1, 3, (2, 6))
     keras_like = _RecordingKeras()
-    result = conformance.compare(_Image(), keras_like, [image, mask], channels_last=True)
-    assert keras_like.seen[0].shape == (2, 4, 5, 3) and keras_like.seen[1].shape == (2, 3, 4, 5)
+    result = conformance.compare(_Masked(), keras_like, [image, mask, weight], channels_last=True)
+    assert [a.shape for a in keras_like.seen] == [(2, 4, 5, 3), (2, 3, 4, 5), (2, 6)]
     assert result.passed, result.summary()

@@ -98,3 +98,13 @@ def test_an_array_of_another_rank_is_refused_by_name(shape: tuple[int, ...]) -> 
     with pytest.raises(LayoutError, match=f"expects a rank-2 array, got shape {shape}".replace("(", r"\(")
                        .replace(")", r"\)")):
         Layout("O I -> I O").plan(shape)
+
+
+def test_rules_and_plans_are_immutable_values() -> None:
+    import dataclasses
+    rule = Layout("O I -> I O")
+    assert {rule: 1}[Layout("O I -> I O")] == 1
+    plan = rule.plan((2, 3))
+    assert {plan: 1}[Layout("O I -> I O").plan((2, 3))] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.text = "I O -> O I"  # type: ignore[misc]
