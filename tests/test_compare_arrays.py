@@ -81,6 +81,7 @@ def test_nan_on_one_side_names_the_first_such_index() -> None:
     t = np.array([[1.0, 2.0], [3.0, np.nan]])
     result = compare_arrays(t, np.array([[1.0, np.nan], [3.0, 4.0]]), TOL)
     assert not result.passed and result.worst_index == (0, 1) and math.isinf(result.headroom)
+    assert result.allowed_error == 0 and math.isinf(result.max_abs_error) and math.isinf(result.max_rel_error)
     assert result.problem == "NaN at index (0, 1) on one side only: torch 2.0, keras nan"
     assert result.summary().startswith("FAILED: NaN at index (0, 1)")
 
@@ -98,8 +99,10 @@ def test_empty_and_mismatched_outputs() -> None:
     empty = compare_arrays(np.zeros((0, 3)), np.zeros((0, 3)), TOL)
     assert empty.passed and empty.headroom == 0 and empty.allowed_error == TOL.atol
     assert empty.scale == 1.0 and "scaled" not in empty.summary()
+    assert empty.max_abs_error == 0 and empty.max_rel_error == 0
     wrong = compare_arrays(np.zeros(6), np.zeros((2, 3)), TOL)
     assert not wrong.passed and math.isinf(wrong.max_abs_error) and math.isinf(wrong.headroom)
+    assert wrong.allowed_error == 0 and math.isinf(wrong.max_rel_error)
     assert wrong.problem == "output shapes differ: torch (6,), keras (2, 3)"
 
 

@@ -1,5 +1,5 @@
-"""compare()'s plumbing on real torch modules: inputs go to the device the model lives on, and only
-float inputs move to channels-last for Keras (masks and token ids stay as they are)."""
+"""compare()'s plumbing on real torch modules: inputs go to the device the model lives on, only float
+inputs move to channels-last for Keras (masks and token ids stay as they are), outputs are counted."""
 
 from __future__ import annotations
 
@@ -50,3 +50,15 @@ def test_only_float_inputs_move_to_channels_last_and_the_first_input_decides() -
     result = conformance.compare(_Masked(), keras_like, [image, mask, weight], channels_last=True)
     assert [a.shape for a in keras_like.seen] == [(2, 4, 5, 3), (2, 3, 4, 5), (2, 6)]
     assert result.passed, result.summary()
+
+
+class _Two(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, x
+
+
+def test_a_different_number_of_outputs_fails_before_any_value_is_compared() -> None:
+    x = np.ones((2, 3), np.float32)
+    result = conformance.compare(_Two(), lambda inputs, training=False: inputs, x)
+    assert not result.passed and result.problem == "torch returned 2 outputs, keras 1"
+    assert result.allowed_error == 0 and result.headroom == float("inf") and result.max_abs_error == float("inf")

@@ -67,6 +67,8 @@ def test_a_group_whose_sizes_are_all_given_must_match_the_axis(shape: tuple[int,
 def test_a_literal_one_must_be_one_and_an_unsplittable_group_is_refused() -> None:
     with pytest.raises(LayoutError, match="axis '1' has size 2"):
         Layout("C 1 -> C").plan((3, 2))
+    with pytest.raises(LayoutError, match="axis '1' has size 0"):
+        Layout("C 1 -> C").plan((3, 0))
     with pytest.raises(LayoutError, match=r"give the size of \['M'\]"):
         Layout("(C M) -> C M").plan((6,))
     with pytest.raises(LayoutError, match="cannot split size 7"):
@@ -76,7 +78,8 @@ def test_a_literal_one_must_be_one_and_an_unsplittable_group_is_refused() -> Non
 
 
 def test_rules_that_cannot_be_parsed_say_why() -> None:
-    for text, message in [("A B", "exactly one '->'"), ("A -> B", "different axes"), ("A A -> A", "twice"),
+    for text, message in [("A B", "exactly one '->'"), ("A -> B -> A", "exactly one '->'"),
+                          ("A -> B", "different axes"), ("A A -> A", "twice"),
                           ("(A (B)) -> A B", "nested"), ("(A -> A", "unclosed"), ("() A -> A", "empty"),
                           ("(1 A) -> A", "literal 1 inside"), ("A + B -> A B", "unexpected characters"),
                           (" -> A", "names no axes"), ("A) -> A", "unmatched")]:
