@@ -30,10 +30,14 @@ def test_a_converter_takes_its_whole_span_or_nothing() -> None:
     assert PAIR.matches([CONV()], [SEPARABLE()]) is None              # one torch unit short
     assert PAIR.matches([CONV(), CONV()], []) is None                 # no Keras layer
     assert PAIR.matches([CONV(), _stand_in("Linear", "torch.nn")], [SEPARABLE()]) is None
-    stack = Converter("stack", ("LSTM",), ("LSTM",), rules=lambda m, layer, c: [], keras_span=lambda m: 2)
-    lstm = _stand_in("LSTM", "torch.nn")
-    assert stack.matches([lstm], [_stand_in("LSTM", "keras.src"), _stand_in("LSTM", "keras.src")]) == (1, 2)
-    assert stack.matches([lstm], [_stand_in("LSTM", "keras.src")]) is None
+    stack = Converter("stack", ("LSTM",), ("LSTM",), rules=lambda m, layer, c: [],
+                      keras_span=lambda module: module.num_layers)      # read from the first torch unit
+    two, one = _stand_in("LSTM", "torch.nn"), _stand_in("LSTM", "torch.nn")
+    two.num_layers, one.num_layers = 2, 1   # type: ignore[attr-defined]
+    keras_lstms = [_stand_in("LSTM", "keras.src") for _ in range(3)]
+    assert stack.matches([two, one], keras_lstms) == (1, 2)
+    assert stack.matches([one, two], keras_lstms) == (1, 1)
+    assert stack.matches([two], keras_lstms[:1]) is None
 
 
 def test_classes_match_by_name_and_package_along_the_mro() -> None:
