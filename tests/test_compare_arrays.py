@@ -144,14 +144,15 @@ def test_channels_move_only_for_feature_maps() -> None:
     assert comparison._move_channels(x[:, :, 0, 0], to_last=True).shape == (2, 3)
 
 
-def _keras_like(shape: tuple[Any, ...] | None, data_format: str | None = None) -> Any:
-    """A stand-in with what _keras_input_is_channels_last reads: the input's shape and its first consumer."""
+def _keras_like(shape: tuple[Any, ...] | None, data_format: str | None = None, *more: tuple[Any, ...]) -> Any:
+    """A stand-in with what _keras_input_is_channels_last reads: the inputs' shapes and the first one's consumer."""
     if shape is None:
         return SimpleNamespace(inputs=[])
     consumer = SimpleNamespace(operation=SimpleNamespace(data_format=data_format) if data_format
                                else SimpleNamespace())
     history = SimpleNamespace(operation=SimpleNamespace(_outbound_nodes=[consumer]))
-    return SimpleNamespace(inputs=[SimpleNamespace(shape=(None, *shape), _keras_history=history)])
+    return SimpleNamespace(inputs=[SimpleNamespace(shape=(None, *shape), _keras_history=history),
+                                   *(SimpleNamespace(shape=(None, *m)) for m in more)])
 
 
 @pytest.mark.parametrize(("declared", "data_format", "expected"), [
@@ -173,6 +174,7 @@ def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...]
 
 def test_without_a_readable_model_only_images_move() -> None:
     assert comparison._keras_input_is_channels_last(_keras_like(None), (2, 3, 4, 5)) is True
+    assert comparison._keras_input_is_channels_last(_keras_like(None), (2, 3, 4, 5, 6)) is True
     assert comparison._keras_input_is_channels_last(_keras_like(None), (2, 3, 4)) is False
     assert comparison._keras_input_is_channels_last(_keras_like((4, 3)), (2, 3, 4)) is True
     assert comparison._keras_input_is_channels_last(_keras_like((5,)), (2, 5)) is False
@@ -194,3 +196,17 @@ def test_the_repr_stays_short_without_the_arrays() -> None:
     big = np.zeros((64, 64))
     result = comparison._combine([compare_arrays(big, big, TOL), compare_arrays(big, big, TOL)])
     assert len(repr(result)) < 600 and "array(" not in repr(result)
+
+
+def test_the_first_keras_input_decides_and_vectors_never_move() -> None:
+    """With several inputs the first one's declared shape is read; a (N, F) input never moves, even when
+    the first layer is channels-last (a Flatten has a data_format too)."""
+    two = _keras_like((5, 6, 3), None, (7,))
+    assert comparison._keras_input_is_channels_last(two, (2, 3, 5, 6)) is True
+    assert comparison._keras_input_is_channels_last(_keras_like((6,), "channels_last"), (2, 6)) is False
+
+
+def test_outputs_masked_everywhere_have_no_error() -> None:
+    t = np.array([np.nan, np.inf])
+    result = compare_arrays(t, t.copy(), TOL)
+    assert result.passed and result.max_abs_error == 0 and result.headroom == 0
