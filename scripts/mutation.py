@@ -200,7 +200,9 @@ def recheck(work: Path, name: str, config: dict[str, Any], python: str) -> None:
               flush=True)
         if code:
             killed.append({k: survivor[k] for k in ("line", "operator", "occurrence")})
-    (work / STATE / f"{name}.recheck.json").write_text(json.dumps(killed, indent=1))
+    earlier = work / STATE / f"{name}.recheck.json"     # kills by earlier rechecks are kept
+    killed += json.loads(earlier.read_text()) if earlier.exists() else []
+    earlier.write_text(json.dumps(killed, indent=1))
 
 
 def _added(diff: str) -> str:
