@@ -93,6 +93,17 @@ def test_infinities_count_only_when_they_differ() -> None:
     flipped = compare_arrays(t, np.array([np.inf, np.inf, 1.0]), TOL)
     assert not flipped.passed and math.isinf(flipped.headroom) and flipped.worst_index == (1,)
     assert compare_arrays(np.array([1.0, 3.0]), np.array([1.0, np.inf]), TOL).worst_index == (1,)
+    assert not compare_arrays(np.array([np.inf, 1.0]), np.array([1.0, 1.0]), TOL).passed   # torch inf, Keras not
+
+
+def test_an_error_of_exactly_one_counts() -> None:
+    result = compare_arrays(np.array([0.0, 0.5]), np.array([1.0, 0.5]), TOL)
+    assert not result.passed and result.headroom == pytest.approx(1 / 1e-5) and result.worst_index == (0,)
+
+
+def test_infinities_do_not_count_as_magnitude() -> None:
+    t = np.array([np.inf, 2e-3, -2e-3])
+    assert compare_arrays(t, t.copy(), Tolerance(1e-3, 0.0, "test")).scale == pytest.approx(1e-2)
 
 
 def test_empty_and_mismatched_outputs() -> None:
@@ -163,12 +174,15 @@ def _keras_like(shape: tuple[Any, ...] | None, data_format: str | None = None, *
     ((3, 3, 3), None, False),                 # both fit, a layer without data_format: as it is
     ((None, None, 3), None, True),            # free sizes fit
     ((7, 7), None, False),                    # another rank fits neither: the first layer decides
+    ((5, 6, 3), None, False),                 # larger than either reading: fits neither
 ])
 def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...], data_format: str | None,
                                                         expected: bool) -> None:
     shape = (2, 3, 3, 3) if declared == (3, 3, 3) else (2, 3, 5, 6) if declared != (None, None, 3) else (2, 3, 4, 4)
     if declared == (7, 7):
         shape = (2, 3, 7)
+    if declared == (5, 6, 3) and not expected:
+        shape = (2, 3, 4, 5)
     assert comparison._keras_input_is_channels_last(_keras_like(declared, data_format), shape) is expected
 
 
@@ -183,7 +197,8 @@ def test_without_a_readable_model_only_images_move() -> None:
 def test_default_tolerance_takes_the_largest_fan_in() -> None:
     model = SimpleNamespace(parameters=lambda: [np.zeros(7), np.zeros((4, 3, 3, 3)), np.zeros((8, 50))])
     assert comparison.default_tolerance(model).atol == pytest.approx(1e-5 * math.sqrt(50))
-    assert comparison.default_tolerance(SimpleNamespace(parameters=lambda: [np.zeros(3)])).atol == 1e-5
+    flat = comparison.default_tolerance(SimpleNamespace(parameters=lambda: [np.zeros(3)]))
+    assert flat.atol == 1e-5 and "reduction over 1 terms" in flat.reason
 
 
 def test_summary_says_what_was_compared() -> None:

@@ -62,3 +62,15 @@ def test_a_different_number_of_outputs_fails_before_any_value_is_compared() -> N
     result = conformance.compare(_Two(), lambda inputs, training=False: inputs, x)
     assert not result.passed and result.problem == "torch returned 2 outputs, keras 1"
     assert result.allowed_error == 0 and result.headroom == float("inf") and result.max_abs_error == float("inf")
+
+
+def test_fewer_torch_outputs_than_keras_outputs_fail_the_same_way() -> None:
+    x = np.ones((2, 3), np.float32)
+    result = conformance.compare(nn.Identity(), lambda inputs, training=False: [inputs, inputs], x)
+    assert not result.passed and result.problem == "torch returned 1 outputs, keras 2"
+
+
+def test_a_single_output_names_no_output_index() -> None:
+    x = np.ones((2, 3), np.float32)
+    result = conformance.compare(nn.Identity(), lambda inputs, training=False: inputs, x)
+    assert result.passed and result.output is None and "worst in output" not in result.summary()
