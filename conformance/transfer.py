@@ -330,6 +330,9 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
     tensor, variable = tensors.get(rule.torch), variables.get(rule.keras)
     if tensor is None and variable is None and rule.optional:
         return []
+    if tensor is None and variable is None:
+        raise ConversionError(f"{where}: neither torch's '{rule.torch}' nor Keras's '{rule.keras}' exists, and the "
+                              "rule is not optional")
     if tensor is None or variable is None:
         have, lack = ("torch", "keras") if tensor is not None else ("keras", "torch")
         name = rule.torch if tensor is not None else rule.keras

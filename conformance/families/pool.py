@@ -8,6 +8,11 @@ the Keras side is assembled from standard layers and ``keras.ops`` (which save a
 - average pooling divides a zero-padded window sum by the count torch uses: padding included
   or not, and never the positions ceil_mode adds past the padding;
 - dilated max pooling is the maximum of strided crops, one per kernel tap.
+
+Max pooling's inputs are negative wherever a window can reach padding (``max_pool_inputs``):
+with inputs uniform in [-1, 1], a window at the border holds a positive value often enough that
+padding with zeros instead of -inf hid in most cases, so only the numbers of a few windows could
+show it. Negative borders make every padded window decide between the pad value and the data.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import itertools
 import math
 from typing import Any
+
+import numpy as np
 
 from .. import reference
 from .base import Family, Param, Params, Tolerance, boolean, choice, ints, invalid, optional, shape
@@ -58,6 +65,28 @@ def _check_pool(p: Params, dilation: tuple[int, ...]) -> None:
     if any(o < 1 for o in geometry.out):
         raise invalid("input_shape", f"spatial size {list(geometry.spatial)} gives an empty output "
                                      f"{list(geometry.out)} for kernel {list(geometry.kernel)}")
+
+
+def max_pool_inputs(p: Params, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, ...]:
+    """Uniform [-1, 1], made negative within one window span of every border that has padding.
+
+    A window that overlaps padding (``padding`` at both ends, ceil_mode's extra at the end) starts
+    less than one span (``dilation * (kernel - 1) + 1``) from that border, so every real value it
+    holds is negative, and a zero pad would win in every such window. The interior keeps both signs.
+    """
+    x = rng.uniform(-1.0, 1.0, size=(batch, *p["input_shape"]))
+    g = _Geometry(p, p["dilation"])
+    for axis, (length, k, q, e, d) in enumerate(zip(g.spatial, g.kernel, g.pad, g.extra, g.dilation, strict=True),
+                                                start=2):
+        span = d * (k - 1) + 1
+        index: list[Any] = [slice(None)] * x.ndim
+        if q:
+            index[axis] = slice(0, min(span, length))
+            x[tuple(index)] = -np.abs(x[tuple(index)])
+        if q or e:
+            index[axis] = slice(max(0, length - span), length)
+            x[tuple(index)] = -np.abs(x[tuple(index)])
+    return (x.astype(np.float32),)
 
 
 def _keras(n: int, name: str) -> Any:
@@ -136,7 +165,7 @@ def _max_family(n: int) -> Family:
         build_keras=_build_max_keras(n), check=lambda p: _check_pool(p, p["dilation"]),
         reference=lambda x, w, p: reference.max_pool(x, p["kernel_size"], p["stride"], p["padding"],
                                                      p["dilation"], p["ceil_mode"]),
-        tolerance=lambda p: Tolerance.exact(),
+        tolerance=lambda p: Tolerance.exact(), make_inputs=max_pool_inputs,
     )
 
 
