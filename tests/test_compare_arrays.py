@@ -136,7 +136,8 @@ def test_several_outputs_are_each_judged_and_the_worst_is_reported() -> None:
     assert not combined.passed and combined.output == 1
     assert combined.headroom == pytest.approx(1e-2 / (1e-5 + 2e-4))
     assert combined.max_abs_error == pytest.approx(1e-2) and combined.problem is None
-    assert len(combined.torch_outputs or []) == 3 and "worst in output 1" in combined.summary()
+    assert len(combined.torch_outputs or []) == 3 and len(combined.keras_outputs or []) == 3
+    assert "worst in output 1" in combined.summary()
     assert comparison._combine([_part(0.0), _part(1e-6)]).passed
     assert not comparison._combine([_part(1e-2), _part(0.0)]).passed
     broken = comparison._combine([_part(0.0), _part(0.0, problem=True)])
@@ -221,6 +222,8 @@ def test_the_first_keras_input_decides_and_vectors_never_move() -> None:
     two = _keras_like((5, 6, 3), None, (7,))
     assert comparison._keras_input_is_channels_last(two, (2, 3, 5, 6)) is True
     assert comparison._keras_input_is_channels_last(_keras_like((6,), "channels_last"), (2, 6)) is False
+    first_decides = _keras_like((3, 3, 3), "channels_first", (4,))     # both readings fit: ask the first input
+    assert comparison._keras_input_is_channels_last(first_decides, (2, 3, 3, 3)) is False
 
 
 def test_outputs_masked_everywhere_have_no_error() -> None:

@@ -74,3 +74,17 @@ def test_a_single_output_names_no_output_index() -> None:
     x = np.ones((2, 3), np.float32)
     result = conformance.compare(nn.Identity(), lambda inputs, training=False: inputs, x)
     assert result.passed and result.output is None and "worst in output" not in result.summary()
+
+
+class _AddAxis(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., None]
+
+
+def test_an_output_of_another_rank_than_the_input_is_compared_as_it_is() -> None:
+    """Only outputs with the first input's rank are feature maps to move back; a Keras model that answers
+    (N, C, L, 1) for an (N, C, L) input already answers in torch's layout."""
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 5)).astype(np.float32)
+    result = conformance.compare(_AddAxis(), lambda inputs, training=False: np.moveaxis(inputs, -1, 1)[..., None], x,
+                                 channels_last=True)
+    assert result.passed, result.summary()
