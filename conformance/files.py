@@ -177,7 +177,7 @@ def _load_torch_save(path: Path, trust: bool) -> TorchContent:
                                   f"references {_unsafe_globals(path)}). A pickled whole module (torch.save(model)) "
                                   f"or any other Python object needs that; save model.state_dict() instead, or "
                                   f"{TRUST_HINT}") from None
-        obj = _trusted_torch_load(path)
+        obj = _trusted_torch_load(path, trust)
     except Exception as exc:   # truncated archives raise RuntimeError, EOFError, ValueError ...
         raise FileError(f"{path}: cannot be read as a torch.save file (truncated or corrupt?): "
                         f"{first_line(exc)}") from None
@@ -188,8 +188,11 @@ def _load_torch_save(path: Path, trust: bool) -> TorchContent:
     return TorchContent(state, note=note)
 
 
-def _trusted_torch_load(path: Path) -> Any:
+def _trusted_torch_load(path: Path, trust: bool) -> Any:
+    """The one unpickling load of a torch.save file, allowed only with the caller's explicit --trust."""
     import torch
+    if not trust:
+        raise UnsafeFileError(f"{path}: refused: a full unpickling load needs {TRUST_HINT}")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
