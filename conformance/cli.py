@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show regressions against this run (a file, or a directory of baselines by class)")
     report.add_argument("--bench", metavar="BENCH.json",
                         help="show these benchmark timings: pytest-benchmark's JSON or a summary from "
-                             "python -m conformance.bench summary")
+                             "conformance bench summary")
     report.set_defaults(func=cmd_report)
     compare = sub.add_parser(
         "diff", help="compare a run against a baseline; exit 1 on regressions, 2 on unusable input",

@@ -15,6 +15,8 @@ import time
 import traceback
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
@@ -126,21 +128,30 @@ def _jsonable(value: Any) -> Any:
 _PAIRS: OrderedDict[str, Any] = OrderedDict()
 
 
-def _fresh_keras_names() -> None:
-    """Keras numbers auto-named layers per process (dense, dense_1, ...): restart the count for each pair, so
-    the mapping in a result names the same layers whatever ran before it (serial, parallel or sharded)."""
+@contextmanager
+def _fresh_keras_names() -> Iterator[None]:
+    """Keras numbers auto-named layers per process (dense, dense_1, ...): each pair is built with counters of
+    its own, so the mapping in a result names the same layers whatever ran before it (serial, parallel or
+    sharded), and the caller's own counters are put back afterwards, untouched."""
     try:
+        from keras.src.backend.common import global_state
         from keras.src.utils.naming import reset_uids
     except ImportError:          # another Keras: names may then differ between runs, results do not
+        yield
         return
+    saved = global_state.get_global_attribute("object_name_uids")
     reset_uids()
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("object_name_uids", saved)
 
 
 def _pair_for(case: Case) -> Any:
     from .pair import build_pair
     if case.id not in _PAIRS:
-        _fresh_keras_names()
-        _PAIRS[case.id] = build_pair(case.family, **case.params)
+        with _fresh_keras_names():
+            _PAIRS[case.id] = build_pair(case.family, **case.params)
         while len(_PAIRS) > 4:
             _PAIRS.popitem(last=False)
     return _PAIRS[case.id]
