@@ -222,6 +222,10 @@ def test_the_first_keras_input_decides_and_vectors_never_move() -> None:
     assert comparison._keras_input_is_channels_last(_keras_like((6,), "channels_last"), (2, 6)) is False
     first_decides = _keras_like((3, 3, 3), "channels_first", (4,))     # both readings fit: ask the first input
     assert comparison._keras_input_is_channels_last(first_decides, (2, 3, 3, 3)) is False
+    two_readers = _keras_like((3, 3, 3), "channels_first")             # ... and its first reader
+    nodes = two_readers.inputs[0]._keras_history.operation._outbound_nodes
+    nodes.append(SimpleNamespace(operation=SimpleNamespace(data_format="channels_last")))
+    assert comparison._keras_input_is_channels_last(two_readers, (2, 3, 3, 3)) is False
 
 
 def test_outputs_masked_everywhere_have_no_error() -> None:
