@@ -176,6 +176,7 @@ def _keras_like(shape: tuple[Any, ...] | None, data_format: str | None = None, *
     ((None, None, 3), None, True),            # free sizes fit
     ((7, 7), None, False),                    # another rank fits neither: the first layer decides
     ((5, 6, 3), None, False),                 # larger than either reading: fits neither
+    ((5, 6, 7, 3), None, False),              # another rank: fits neither, and is not compared axis by axis
 ])
 def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...], data_format: str | None,
                                                         expected: bool) -> None:
@@ -184,6 +185,8 @@ def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...]
         shape = (2, 3, 7)
     if declared == (5, 6, 3) and not expected:
         shape = (2, 3, 4, 5)
+    if declared == (5, 6, 7, 3):
+        shape = (2, 3, 5, 6)
     assert comparison._keras_input_is_channels_last(_keras_like(declared, data_format), shape) is expected
 
 
@@ -232,3 +235,10 @@ def test_outputs_masked_everywhere_have_no_error() -> None:
     t = np.array([np.nan, np.inf])
     result = compare_arrays(t, t.copy(), TOL)
     assert result.passed and result.max_abs_error == 0 and result.headroom == 0
+
+
+def test_a_comparison_is_an_immutable_value() -> None:
+    import dataclasses
+    result = compare_arrays(np.zeros(2), np.zeros(2), TOL)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.passed = False  # type: ignore[misc]
