@@ -176,7 +176,8 @@ def _keras_like(shape: tuple[Any, ...] | None, data_format: str | None = None, *
     ((None, None, 3), None, True),            # free sizes fit
     ((7, 7), None, False),                    # another rank fits neither: the first layer decides
     ((5, 6, 3), None, False),                 # larger than either reading: fits neither
-    ((5, 6, 7, 3), None, False),              # another rank: fits neither, and is not compared axis by axis
+    ((5, 6, 3, 1), None, False),              # another rank: fits neither, even where a prefix agrees
+    ((5, 6), None, False),                    # a lower rank too
 ])
 def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...], data_format: str | None,
                                                         expected: bool) -> None:
@@ -185,7 +186,7 @@ def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...]
         shape = (2, 3, 7)
     if declared == (5, 6, 3) and not expected:
         shape = (2, 3, 4, 5)
-    if declared == (5, 6, 7, 3):
+    if declared in ((5, 6, 3, 1), (5, 6)):
         shape = (2, 3, 5, 6)
     assert comparison._keras_input_is_channels_last(_keras_like(declared, data_format), shape) is expected
 
