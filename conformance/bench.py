@@ -350,8 +350,8 @@ def attach(results_path: str | Path, benchmark_json_path: str | Path) -> dict[st
     return document
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.bench", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, prog: str = "conformance bench") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     summary = sub.add_parser("summary", help="summarise pytest-benchmark's JSON")
     summary.add_argument("benchmark", metavar="BENCHMARK.json")

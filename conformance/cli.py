@@ -60,9 +60,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from . import results as results_file
+    from .merge import MATRIX_SCHEMA, load_any
     from .report import render
     try:
-        document = results_file.load(args.results)
+        document = load_any(args.results)
+        if document.get("schema") == MATRIX_SCHEMA:
+            from .report_matrix import render_matrix
+            output = Path(args.output or Path(args.results).with_name("report.html"))
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(render_matrix(document), encoding="utf-8")
+            print(f"report: {output} ({len(document['environments'])} environments)")
+            return EXIT_OK
         baseline = results_file.load(_baseline_for(Path(args.baseline), document)) if args.baseline else None
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -87,16 +95,44 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if not args.headroom_factor > 1:
         print(f"error: --headroom-factor must be above 1, not {args.headroom_factor:g}", file=sys.stderr)
         return EXIT_USAGE
+    from .merge import MATRIX_SCHEMA, load_any
     try:
-        candidate = results_file.load(args.candidate)
-        baseline_path = _baseline_for(Path(args.baseline), candidate)
-        baseline = results_file.load(baseline_path)
+        candidate = load_any(args.candidate)
+        pairs = _diff_pairs(Path(args.baseline), candidate)
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    changes = diff(baseline, candidate, headroom_factor=args.headroom_factor)
-    print(f"baseline:  {baseline_path}\ncandidate: {args.candidate}\n{changes.format()}")
-    return EXIT_FAILED if changes else EXIT_OK
+    regressions = False
+    for name, baseline_label, baseline, document in pairs:
+        changes = diff(baseline, document, headroom_factor=args.headroom_factor)
+        regressions = regressions or bool(changes)
+        title = f"environment: {name}\n" if candidate.get("schema") == MATRIX_SCHEMA else ""
+        print(f"{title}baseline:  {baseline_label}\ncandidate: {args.candidate}\n{changes.format()}\n")
+    return EXIT_FAILED if regressions else EXIT_OK
+
+
+def _diff_pairs(baseline: Path, candidate: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(environment name, baseline label, baseline, candidate) to compare: one pair for a results file, one
+    per environment for a matrix, whose baselines come from a matrix (by name) or a directory (by class)."""
+    from .merge import MATRIX_SCHEMA, load_any
+    from .results import ResultsError
+    entries = candidate["environments"] if candidate.get("schema") == MATRIX_SCHEMA else \
+        [{"name": "", "results": candidate}]
+    base_matrix = None if baseline.is_dir() else load_any(baseline)
+    pairs = []
+    for entry in entries:
+        if base_matrix is None:
+            path = _baseline_for(baseline, entry["results"])
+            pairs.append((entry["name"], str(path), load_any(path), entry["results"]))
+        elif base_matrix.get("schema") == MATRIX_SCHEMA:
+            match = next((e for e in base_matrix["environments"] if e["name"] == entry["name"]), None)
+            if match is None:
+                raise ResultsError(f"{baseline}: no environment named {entry['name']!r} (there are: "
+                                   f"{', '.join(e['name'] for e in base_matrix['environments'])})")
+            pairs.append((entry["name"], f"{baseline} [{entry['name']}]", match["results"], entry["results"]))
+        else:
+            pairs.append((entry["name"], str(baseline), base_matrix, entry["results"]))
+    return pairs
 
 
 def _baseline_for(path: Path, candidate: dict[str, Any]) -> Path:
@@ -109,11 +145,39 @@ def _baseline_for(path: Path, candidate: dict[str, Any]) -> Path:
     wanted = environment_class(candidate)
     chosen = path / f"{wanted}.json"
     if not chosen.is_file():
-        have = sorted(p.stem for p in path.glob("*.json"))
+        have = sorted(p.stem for p in path.glob("*.json") if p.name != "costs.json")
         raise ResultsError(f"{path}: no baseline for the candidate's environment class {wanted!r} (there are: "
                            f"{', '.join(have) or 'none'}). Make one with `conformance baseline RESULTS.json` on such "
                            "an environment, or name a baseline file to compare across classes.")
     return chosen
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Join shards of one run, or runs of several environments into a matrix; write it and its report."""
+    from . import results as results_file
+    from .merge import MATRIX_SCHEMA, MergeError, merge
+    try:
+        document = merge(args.results)
+    except (MergeError, results_file.ResultsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    output = Path(args.output)
+    path = results_file.write(document, output / "results.json")
+    if document.get("schema") == MATRIX_SCHEMA:
+        from .report_matrix import render_matrix
+        html, what = render_matrix(document), f"a matrix of {len(document['environments'])} environments"
+    else:
+        from .report import render
+        html, what = render(document), f"{len(document['cases'])} case results"
+    (output / "report.html").write_text(html, encoding="utf-8")
+    print(f"merged {len(args.results)} files into {what}\nresults: {path}\nreport:  {output / 'report.html'}")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``conformance bench summary|attach ...``: the benchmark helpers of :mod:`conformance.bench`."""
+    from .bench import main as bench_main
+    return bench_main(args.arguments)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -289,6 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--headroom-factor", type=float, default=10.0, metavar="F",
                          help="flag a passing case whose headroom grew more than F times (default: 10)")
     compare.set_defaults(func=cmd_diff)
+    merging = sub.add_parser("merge", help="join shards of a run, or runs of several environments into a matrix",
+                             description="Shards of one run (conformance run --shard K/N) become one results file in "
+                                         "catalogue order; overlapping or missing shards are refused. Runs from "
+                                         "different environments (backends, oneDNN settings, versions, devices) "
+                                         "become one compatibility matrix, reported with one column each.")
+    merging.add_argument("results", nargs="+", metavar="RESULTS.json")
+    merging.add_argument("--output", metavar="DIR", required=True, help="where results.json and report.html go")
+    merging.set_defaults(func=cmd_merge)
+    bench = sub.add_parser("bench", help="summarise pytest-benchmark timings or attach them to a results.json",
+                           add_help=False)
+    bench.add_argument("arguments", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     baseline = sub.add_parser("baseline", help="store a results.json as the upgrade gate's baseline")
     baseline.add_argument("results", metavar="RESULTS.json")
     baseline.add_argument("-o", "--output", metavar="PATH", default="reports/baselines",
@@ -301,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:            # its own sub-commands and --help
+        from .bench import main as bench_main
+        return bench_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's start-up chatter hides our output
     try:
         return int(args.func(args))

@@ -9,9 +9,12 @@ The absolute floor keeps its power when outputs are small. A reduction's ``atol`
 of order one: a sum of n such terms rounds to about 1e-5 * sqrt(n). When every value of an output
 is far below one (VGG16 with Keras's default initialisation peaks at 0.008), float32 rounding
 shrinks with it, and the unscaled floor let a wrong conversion pass: a permuted Flatten -> Dense
-there erred by only 4.7x the floor. So the floor is ``atol`` times the output's largest magnitude
+there erred by only 4.7x the floor. So for such reductions (``Tolerance.scaled``) the floor is ``atol``
+times the output's largest magnitude
 (at most 1), but never below torch.testing's element-wise float32 floor of 1e-5, because some
 kernels have an absolute error of their own (torch's float32 GELU errs by 3e-7 on outputs of 4e-3).
+Tolerances written for cancellation (normalising a single value, where rounding of x / sqrt(eps)
+stays while the output shrinks) are not scaled.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def compare_arrays(torch_out: np.ndarray, keras_out: np.ndarray, tolerance: Tole
     both = ~t_nan
     same_inf = np.isinf(t64) & (t64 == k64)
     finite = np.abs(np.where(np.isfinite(t64), t64, 0.0))
-    magnitude = min(1.0, float(finite.max()))
+    magnitude = min(1.0, float(finite.max())) if tolerance.scaled else 1.0
     floor = max(tolerance.atol * magnitude, min(tolerance.atol, ELEMENTWISE_ATOL))
     scale = floor / tolerance.atol if tolerance.atol else 1.0
     with np.errstate(invalid="ignore", over="ignore"):

@@ -53,7 +53,8 @@ def write_keras(variable: Any, tensor: Any, plan: Plan | None) -> None:
     source = tensor.detach()
     if tf is None or source.device.type != "cpu" or str(source.dtype).removeprefix("torch.") != variable.dtype:
         array = source.cpu().numpy()
-        variable.assign(np.ascontiguousarray(array if plan is None else plan.apply(array)))
+        array = np.ascontiguousarray(array if plan is None else plan.apply(array))
+        variable.assign(array.reshape(tuple(variable.shape)))   # a 0-d count stays 0-d on every backend
         return
     import torch.utils.dlpack
     shared = tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(source.contiguous()))
@@ -68,7 +69,7 @@ def write_torch(tensor: Any, variable: Any, plan: Plan | None) -> None:
         array = np.asarray(variable.numpy())
         value = torch.from_numpy(np.ascontiguousarray(array if plan is None else plan.apply(array)))
         with torch.no_grad():
-            tensor.copy_(value)
+            tensor.copy_(value.reshape(tensor.shape))   # the torch backend hands a 0-d variable back as (1,)
         return
     import torch.utils.dlpack
     value = torch.utils.dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(_rearranged(tf, variable.value, plan)))

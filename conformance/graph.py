@@ -24,7 +24,8 @@ order-based pairing and say so.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,25 @@ class Graph:
 
 # ---- torch -------------------------------------------------------------------------------------------
 
+@contextmanager
+def traced_run(model: Any, hooks: Sequence[Any]) -> Iterator[None]:
+    """One forward pass to watch: eval mode, no gradients, and PyTorch's fused attention fast path off so
+    that sub-modules are really called; the model's mode, the fast-path switch and ``hooks`` are restored
+    or removed afterwards, whatever happens."""
+    import torch
+    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
+    try:
+        model.eval()
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+
+
 def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any]) -> Graph:
     """Run ``model`` once on ``example_inputs`` and record the data flow between ``units`` (claimed modules)."""
     import torch
@@ -220,20 +240,12 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     for tensor in tensors:
         producer[id(tensor)] = graph.add(Node("input"))
     keep.extend(tensors)
-    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
     try:
-        model.eval()
-        torch.backends.mha.set_fastpath_enabled(False)     # so that MultiheadAttention is really called
-        with torch.no_grad(), Recorder():
+        with traced_run(model, hooks), Recorder():
             output = model(*tensors)
     except Exception as exc:
         raise GraphUnavailable(f"the torch model did not run on example inputs of shapes "
                                f"{[tuple(t.shape) for t in tensors]}: {type(exc).__name__}: {exc}") from None
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
     graph.outputs = [n for n in (node_of(t) for t in tensors_in(output)) if n is not None]
     graph.output_pre = [list(trail.get(id(t), [])) for t in tensors_in(output) if node_of(t) is not None]
     if not graph.outputs:

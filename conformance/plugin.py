@@ -218,10 +218,12 @@ class ResultsCollector:
             index, count = parse_shard(shard_text)
             document["shard"] = {"index": index, "count": count}
         path = results_file.write(document, Path(config.rootpath, target))
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.ensure_newline()
-            reporter.write_line(f"conformance: {len(self.results)} case results written to {path}")
+        self.written = f"conformance: {len(self.results)} case results written to {path}"
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if getattr(self, "written", ""):
+            terminalreporter.write_line(self.written)
 
 
 def _crashed(report: pytest.TestReport) -> dict[str, Any] | None:

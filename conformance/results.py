@@ -117,19 +117,23 @@ def read_json(path: str | Path, error: type[ValueError] = ValueError) -> Any:
 
 def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    document = read_json(path, ResultsError)
+    return check(read_json(path, ResultsError), str(path))
+
+
+def check(document: Any, label: str) -> dict[str, Any]:
+    """``document`` if it is a results document this tool reads, else ResultsError naming ``label``."""
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
-        raise ResultsError(f"{path}: not a conformance results file (no \"schema\": \"{SCHEMA}\")")
+        raise ResultsError(f"{label}: not a conformance results file (no \"schema\": \"{SCHEMA}\")")
     version = document.get("schema_version")
     if version not in READABLE_VERSIONS:
-        raise ResultsError(f"{path}: schema_version {version!r}, this tool reads "
+        raise ResultsError(f"{label}: schema_version {version!r}, this tool reads "
                            f"{', '.join(map(str, READABLE_VERSIONS))}")
     cases = document.get("cases")
     if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "direction", "outcome"} <= set(c)
                                               for c in cases):
-        raise ResultsError(f"{path}: \"cases\" must be a list of entries with id, direction and outcome")
+        raise ResultsError(f"{label}: \"cases\" must be a list of entries with id, direction and outcome")
     if not isinstance(document.get("benchmarks", {}), dict):
-        raise ResultsError(f"{path}: \"benchmarks\", when present, must be an object (a benchmark summary)")
+        raise ResultsError(f"{label}: \"benchmarks\", when present, must be an object (a benchmark summary)")
     return document
 
 

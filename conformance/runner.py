@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import traceback
 import warnings
@@ -50,6 +51,8 @@ class CaseResult:
     timings: dict[str, float] = field(default_factory=dict)
     tier: str = "default"
     warnings: list[str] = field(default_factory=list)     # what torch and keras warned about during the case
+    log: list[str] = field(default_factory=list)          # what the frameworks logged meanwhile (retracing notices):
+    #                                                       depends on what the process ran before, like timings
 
     @property
     def ok(self) -> bool:
@@ -88,6 +91,8 @@ class CaseResult:
                 lines.append(f"  record's scope: {self.divergence['scope']}")
         for warning in self.warnings:
             lines.append(f"  warned: {warning}")
+        for line in self.log:
+            lines.append(f"  logged: {line}")
         lines.append(f"  params: {json.dumps(_jsonable(self.params))}")
         lines.append(f"  seed: {self.seed}   file: {self.file}")
         lines.append("  reproduce:\n    " + self.reproducer().replace("\n", "\n    "))
@@ -192,7 +197,8 @@ def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResul
         else:
             _judge(result, record, case)
     result.timings["total"] = time.perf_counter() - started
-    result.warnings = sorted({plain(f"{w.category.__name__}: {w.message}") for w in caught} | set(logged))
+    result.warnings = sorted({plain(f"{w.category.__name__}: {w.message}") for w in caught})
+    result.log = sorted({re.sub(r" at 0x[0-9a-f]+", "", line) for line in logged})
     return result
 
 

@@ -120,20 +120,13 @@ def _in_call_order(model: Any, units: list[_TorchUnit], example_inputs: Any) -> 
     hooks = [unit.module.register_forward_pre_hook(recorder(i)) for i, unit in enumerate(units)]
     arrays = example_inputs if isinstance(example_inputs, list | tuple) else [example_inputs]
     tensors = [torch.as_tensor(np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)) for a in arrays]
-    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
+    from .graph import traced_run
     try:
-        model.eval()
-        torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad():
+        with traced_run(model, hooks):
             model(*tensors)
     except Exception as exc:
         raise ConversionError(f"the torch model could not run on example_inputs to find its call order: "
                               f"{type(exc).__name__}: {exc}") from None
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
     order = sorted(range(len(units)), key=lambda i: (calls.get(i, len(units) + i)))
     return [units[i] for i in order]
 

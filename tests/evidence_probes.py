@@ -23,9 +23,10 @@ RNG_SEED = 0
 
 def _outcome(run: Callable[[], float]) -> dict[str, Any]:
     try:
-        return {"error": float(run())}
+        error = float(run())
     except Exception as exc:  # a refusal is the observation
         return {"refused": f"{type(exc).__name__}: {exc}"}
+    return {"error": error if error == error else float("inf")}   # garbage can hold NaN: as wrong as it gets
 
 
 def _conv_inputs(shape: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

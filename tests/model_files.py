@@ -107,7 +107,8 @@ def lenet_inputs(seed: int = 7) -> np.ndarray:
 
 
 def keras_outputs(model: Any, torch_layout: np.ndarray) -> np.ndarray:
-    return np.asarray(model(np.moveaxis(torch_layout, 1, -1), training=False))
+    import keras
+    return keras.ops.convert_to_numpy(model(np.moveaxis(torch_layout, 1, -1), training=False))
 
 
 def torch_outputs(model: Any, torch_layout: np.ndarray) -> np.ndarray:

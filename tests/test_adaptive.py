@@ -78,7 +78,7 @@ def test_model_saves_and_loads_in_safe_mode(tmp_path: Path) -> None:
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 7, 9, 2)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(loaded(x)))
 
 
 def test_a_uniform_pooling_guess_is_caught() -> None:

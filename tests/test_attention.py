@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from helpers import conforms
+from helpers import conforms, tensorflow_backend_only
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -154,9 +154,9 @@ def test_fully_masked_rows_on_each_path() -> None:
     np.testing.assert_allclose(sdpa_path[0], np.broadcast_to(bias, (4, 8)), atol=1e-6)
     layer, keep = mha_layer(pair.keras), np.logical_not(kpm)
     out, scores = layer(x, x, x, key_mask=keep, return_attention_scores=True)
-    assert np.all(np.asarray(scores)[0] == 0)
-    np.testing.assert_allclose(np.asarray(out)[0], np.broadcast_to(bias, (4, 8)), atol=1e-6)
-    fused = np.asarray(layer(x, x, x, key_mask=keep))[0]     # uniform attention over the masked keys
+    assert np.all(keras.ops.convert_to_numpy(scores)[0] == 0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out)[0], np.broadcast_to(bias, (4, 8)), atol=1e-6)
+    fused = keras.ops.convert_to_numpy(layer(x, x, x, key_mask=keep))[0]     # uniform attention over the masked keys
     w_v = np.split(mha.in_proj_weight.detach().numpy(), 3)[2]
     b_v = np.split(mha.in_proj_bias.detach().numpy(), 3)[2]
     mean_value = (x[0] @ w_v.T + b_v).mean(axis=0)
@@ -164,6 +164,7 @@ def test_fully_masked_rows_on_each_path() -> None:
     np.testing.assert_allclose(fused, np.broadcast_to(expected, (4, 8)), atol=1e-5)
 
 
+@tensorflow_backend_only("the TensorFlow backend's ops.add bias_add special case")
 def test_keras_ops_add_puts_a_column_bias_on_the_wrong_axis() -> None:
     """The Keras bug behind the head_dim-1 divergence: ops.add takes a (4, 1) operand for a bias
     of axis 1 of a (2, 4, 4, 1) tensor (tf.nn.bias_add, NCHW) instead of broadcasting it."""
@@ -171,7 +172,7 @@ def test_keras_ops_add_puts_a_column_bias_on_the_wrong_axis() -> None:
     x = np.zeros((2, 4, 4, 1), np.float32)
     bias = np.arange(4, dtype=np.float32).reshape(4, 1)
     np.testing.assert_array_equal(np.asarray(tf.add(x, bias)), x + bias)
-    wrong = np.asarray(ops.add(x, bias))
+    wrong = keras.ops.convert_to_numpy(ops.add(x, bias))
     np.testing.assert_array_equal(wrong, x + bias.reshape(1, 4, 1, 1))
     assert not np.array_equal(wrong, x + bias)
 
@@ -201,8 +202,9 @@ def test_padding_idx_changes_no_forward_value_and_mask_zero_is_something_else() 
     layer = keras.layers.Embedding(10, 8, mask_zero=True)
     layer.build((None, 6))
     layer.set_weights(pair.keras.get_weights())
-    np.testing.assert_array_equal(np.asarray(layer(indices)), np.asarray(pair.keras(indices)))
-    np.testing.assert_array_equal(np.asarray(layer.compute_mask(indices)), indices != 0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(indices)),
+                                  keras.ops.convert_to_numpy(pair.keras(indices)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.compute_mask(indices)), indices != 0)
 
 
 # ---- weight rules: exact round trips, refusals, safe-mode saving
@@ -251,7 +253,7 @@ def test_keras_models_save_and_load_in_safe_mode(family: str, params: dict[str, 
     feed = xs if len(xs) > 1 else xs[0]
     before, after = pair.keras(feed), loaded(feed)
     for a, b in zip(*(v if isinstance(v, list) else [v] for v in (before, after)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 # ---- float64 references against torch in float64

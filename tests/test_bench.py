@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import tensorflow_backend_only
 
 from conformance import bench
 from conformance import results as results_file
@@ -246,6 +247,7 @@ def test_representative_cases(tmp_path: Path) -> None:
     assert all(bench.batch_axis(c) == 0 for c in chosen)
 
 
+@tensorflow_backend_only("XLA compilation through tf.function")
 def test_callables_compute_the_same_in_every_mode() -> None:
     import torch  # noqa: F401  (before tensorflow)
 

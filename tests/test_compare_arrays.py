@@ -47,17 +47,19 @@ def test_the_worst_element_is_the_worst_ratio_not_the_largest_error() -> None:
 
 def test_the_floor_follows_small_outputs_down_to_the_element_wise_atol() -> None:
     t = np.full(4, 2e-3)
-    loose = Tolerance(1e-3, 0.0, "test")
+    loose = Tolerance(1e-3, 0.0, "test", scaled=True)
     result = compare_arrays(t, t + 2e-5, loose)     # floor max(1e-3 * 2e-3, 1e-5) = 1e-5
     assert result.scale == pytest.approx(1e-2) and result.allowed_error == pytest.approx(1e-5)
     assert result.headroom == pytest.approx(2.0) and "scaled by the output's magnitude" in result.summary()
     mid = np.full(4, 0.5)
     assert compare_arrays(mid, mid + 5e-4, loose).scale == pytest.approx(0.5)
     assert compare_arrays(mid, mid + 5e-4, loose).allowed_error == pytest.approx(5e-4)
-    tight = Tolerance(1e-6, 0.0, "test")            # below the element-wise floor: never raised to it
+    tight = Tolerance(1e-6, 0.0, "test", scaled=True)   # below the element-wise floor: never raised to it
     assert compare_arrays(t, t + 2e-6, tight).allowed_error == pytest.approx(1e-6)
     big = np.full(2, 8.0)
     assert compare_arrays(big, big, loose).scale == 1.0
+    unscaled = Tolerance(1e-3, 0.0, "written for cancellation")   # not a plain reduction: never scaled
+    assert compare_arrays(t, t + 2e-5, unscaled).allowed_error == pytest.approx(1e-3)
 
 
 def test_an_exact_tolerance_allows_nothing_but_gives_a_finite_headroom() -> None:
@@ -103,7 +105,7 @@ def test_an_error_of_exactly_one_counts() -> None:
 
 def test_infinities_do_not_count_as_magnitude() -> None:
     t = np.array([np.inf, 2e-3, -2e-3])
-    assert compare_arrays(t, t.copy(), Tolerance(1e-3, 0.0, "test")).scale == pytest.approx(1e-2)
+    assert compare_arrays(t, t.copy(), Tolerance(1e-3, 0.0, "test", scaled=True)).scale == pytest.approx(1e-2)
 
 
 def test_empty_and_mismatched_outputs() -> None:

@@ -24,9 +24,10 @@ CASES = Path(__file__).resolve().parent.parent / "cases"
 
 ENVIRONMENTS = {
     "as configured": {},
-    "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
-    "oneDNN on": {"TF_ENABLE_ONEDNN_OPTS": "1"},
-    "oneDNN on, AVX2 kernels": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0", "KERAS_BACKEND": "tensorflow"},
+    "oneDNN on": {"TF_ENABLE_ONEDNN_OPTS": "1", "KERAS_BACKEND": "tensorflow"},
+    "oneDNN on, AVX2 kernels": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                "KERAS_BACKEND": "tensorflow"},
     "Keras torch backend": {"KERAS_BACKEND": "torch"},
 }
 PROBES = Path(__file__).resolve().parent / "evidence_probes.py"

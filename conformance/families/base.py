@@ -129,6 +129,8 @@ class Tolerance:
     atol: float
     rtol: float
     reason: str = ""
+    scaled: bool = False   # atol shrinks with small outputs (conformance.comparison): for plain reductions only,
+    #                        not for tolerances that allow for cancellation (normalising one value per group)
 
     @classmethod
     def elementwise(cls) -> Tolerance:
@@ -142,7 +144,7 @@ class Tolerance:
     def reduction(cls, length: int) -> Tolerance:
         """float32 sums grow their rounding error with the square root of the reduction length."""
         return cls(1e-5 * math.sqrt(max(length, 1)), 1e-4,
-                   f"reduction over {length} terms: atol 1e-5*sqrt({length}), rtol 1e-4")
+                   f"reduction over {length} terms: atol 1e-5*sqrt({length}), rtol 1e-4", scaled=True)
 
 
 KerasBuilder = Callable[[Params, Any], Any]   # (params, keras tensor) -> keras tensor
