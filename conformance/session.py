@@ -17,10 +17,16 @@ from pathlib import Path
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+# Plugins the catalogue never uses: hypothesis's terminal summary alone cost about a second per run.
+# xdist stays: it is what -n runs on.
+_UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:platformdirs")
+
+
 def pytest_arguments(args: argparse.Namespace, results: Path, ini: Path) -> list[str]:
     cases = Path(args.cases).resolve()
     arguments = [str(cases), "-c", str(ini), "--rootdir", str(Path.cwd()), "--confcutdir", str(cases),
-                 "-p", "no:cacheprovider", "-p", "no:warnings", "-q", "--tb=short", "-rN",
+                 "-p", "no:cacheprovider", "-p", "no:warnings", *_UNUSED_PLUGINS,
+                 "-q", "--tb=short", "-rN",
                  "--conformance-cases", str(cases), "--conformance-results", str(results),
                  "--conformance-torch-device", args.torch_device]
     if args.select:
