@@ -1,6 +1,9 @@
 """The case catalogue: read ``cases/*.toml``, validate every field, expand grids, make ids.
 
-A case file is data. Its schema (every key optional unless marked):
+A case file is data. Its format is declared once, as the model
+:class:`conformance.schemas.case.CaseFile` (shipped as ``case.schema.json`` for editors and CI);
+this module reads files through it, then checks what needs the family. In short (every key
+optional unless marked):
 
     family = "conv2d"                  # required: a registered family (snake_case torch class)
     description = "..."
