@@ -108,3 +108,15 @@ def test_corrected_layer_and_torch_adam_save_and_load_in_safe_mode(tmp_path) -> 
     assert type(loaded.layers[-1]) is UnbiasedBatchNormalization
     assert type(loaded.optimizer) is TorchAdam
     np.testing.assert_array_equal(loaded.layers[-1].moving_variance, model.layers[-1].moving_variance)
+
+
+def test_correction_reaches_nested_models_and_keeps_weights() -> None:
+    from conformance.training import with_unbiased_batch_norm
+    inner = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.BatchNormalization()])
+    inputs = keras.Input((4, 4, 3))
+    outer = keras.Model(inputs, keras.layers.BatchNormalization()(inner(inputs)))
+    inner.layers[0].moving_variance.assign(np.full(3, 2.5, "float32"))
+    copy = with_unbiased_batch_norm(outer)
+    norms = [layer for layer in copy._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 2 and all(type(layer) is UnbiasedBatchNormalization for layer in norms)
+    assert any(np.allclose(layer.moving_variance, 2.5) for layer in norms)

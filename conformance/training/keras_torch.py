@@ -18,6 +18,7 @@ from typing import Any
 
 import torch  # noqa: F401  (torch before TensorFlow: the other order has crashed)
 
+# isort: split
 import keras
 from keras import ops
 
@@ -82,6 +83,6 @@ def with_unbiased_batch_norm(model: Any) -> Any:
         if type(layer) is keras.layers.BatchNormalization:
             return UnbiasedBatchNormalization.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
-    copy = keras.models.clone_model(model, clone_function=swap)
+    copy = keras.models.clone_model(model, clone_function=swap, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
