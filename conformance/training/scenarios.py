@@ -17,12 +17,15 @@ by a fraction of how far it moved in torch over the run, plus a float32 floor of
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import CaseError
 from .batchnorm import RUNNING_VAR, batch_norm_training
 from .engine import (
     Allowance,
@@ -34,13 +37,15 @@ from .engine import (
     train_keras,
     train_torch,
 )
-from .optimizers import ADAM_EPSILON, keras_optimizer_for
+from .optimizers import ADAM_EPSILON, SGD_WEIGHT_DECAY, keras_optimizer_for
 from .results import ScenarioResult
 
 PARAM_RELATIVE = {"sgd": 1e-3, "adam": 1e-2, "adamw": 1e-2}
 RUNNING_RELATIVE = 1e-4
 FLOOR = 1e-6
 MODELS = ("lenet", "residual_block", "flatten_linear")
+OPTIMIZER_HYPER = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "betas", "eps", "amsgrad",
+                   "decoupled_weight_decay")
 
 
 def training_allowance(optimizer: str) -> Allowance:
@@ -147,8 +152,36 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
 }
 
 
-def run_scenario(scenario: str, **params: Any) -> ScenarioResult:
-    """Run one training scenario by name with its parameters (a catalogue case's fields)."""
+DIVERGENCES = {record.rule: record for record in (RUNNING_VAR, ADAM_EPSILON, SGD_WEIGHT_DECAY)}
+
+
+def check_params(scenario: str, params: dict[str, Any]) -> None:
+    """Refuse an unknown scenario or parameter with a :class:`CaseError` naming it (the field)."""
     if scenario not in SCENARIOS:
-        raise ValueError(f"unknown training scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
-    return SCENARIOS[scenario](**params)
+        raise CaseError(f"unknown training scenario {scenario!r}; known: {', '.join(SCENARIOS)}", field="scenario")
+    signature = inspect.signature(SCENARIOS[scenario])
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for name in params:
+        if name not in signature.parameters and not (open_ended and name in OPTIMIZER_HYPER):
+            known = sorted({*signature.parameters, *(OPTIMIZER_HYPER if open_ended else ())} - {"hyper"})
+            raise CaseError(f"scenario {scenario!r} has no parameter {name!r}; known: {', '.join(known)}", field=name)
+
+
+def run_scenario(scenario: str, *, expect: str | None = "auto", **params: Any) -> ScenarioResult:
+    """Run one training scenario by name with its parameters (a catalogue case's fields).
+
+    ``expect`` is the divergence the case records: ``"auto"`` (the scenario's own rule: the
+    running-variance divergence for BatchNorm without the correction, the epsilon convention for
+    stock Keras Adam), ``None`` (none: everything must agree), or a rule name from
+    :data:`DIVERGENCES`. Raises :class:`CaseError` naming the scenario or parameter that is wrong.
+    """
+    check_params(scenario, params)
+    if expect not in ("auto", None) and expect not in DIVERGENCES:
+        raise CaseError(f"unknown divergence rule {expect!r}; known: {', '.join(DIVERGENCES)}", field="expect")
+    try:
+        result = SCENARIOS[scenario](**params)
+    except (ValueError, TypeError) as exc:
+        raise CaseError(f"scenario {scenario!r} rejected its parameters {params}: {exc}") from None
+    if expect == "auto":
+        return result
+    return replace(result, expected=DIVERGENCES[expect] if expect else None)
