@@ -109,3 +109,16 @@ def test_sgd_weight_decay_with_momentum_really_differs() -> None:
     result = train_and_compare(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.1, steps=10,
                                keras_optimizer=decoupled)
     assert result.verdict == "failed", result.summary()
+
+
+def test_adam_with_decoupled_weight_decay_maps_like_adamw() -> None:
+    optimizer = torch.optim.Adam(_params(), lr=1e-3, weight_decay=0.05, decoupled_weight_decay=True)
+    assert keras_optimizer_for(optimizer).weight_decay == pytest.approx(0.05)
+    result = train_and_compare(optimizer="adam", lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, steps=5)
+    assert result.verdict == "passed", result.summary()
+
+
+def test_scenarios_are_deterministic() -> None:
+    first = train_and_compare(optimizer="adam", lr=1e-2, steps=3, source="keras")
+    second = train_and_compare(optimizer="adam", lr=1e-2, steps=3, source="keras")
+    assert first.tensors == second.tensors
