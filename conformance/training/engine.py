@@ -100,19 +100,3 @@ def compare_states(start: dict[str, np.ndarray], torch_end: dict[str, np.ndarray
         atol, rtol = allowance(name, start[name], value)
         errors.append(tensor_error(name, value, keras_end[name], atol, rtol))
     return tuple(errors)
-
-
-def movement_allowance(relative: float, floor: float = 1e-6) -> Allowance:
-    """Allowed error = ``relative`` x how far the tensor moved in torch (its largest element change),
-    plus a float32 floor of ``floor`` x the tensor's largest magnitude (at least ``floor``).
-
-    Training is compared by its updates: two frameworks that compute the same steps differ by
-    float32 rounding in the forward and backward passes, which shows as a small relative error
-    in each update, so the allowance scales with the update, not with the weight. A tensor that
-    did not move (a frozen or dead unit) must stay equal to within float32 rounding of its values.
-    """
-    def allow(name: str, start: np.ndarray, end: np.ndarray) -> tuple[float, float]:
-        moved = float(np.abs(end.astype(np.float64) - start).max(initial=0.0))
-        size = float(np.abs(end).max(initial=0.0))
-        return relative * moved + floor * max(size, 1.0), 0.0
-    return allow
