@@ -22,18 +22,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     (:mod:`conformance.session`): the same code path as ``pytest cases``, serial or on workers."""
     from .cases import load_catalogue
     from .selection import expressions, parse_shard, selected
+    from .training.catalogue import load_beside
     catalogue = load_catalogue(args.cases)
-    for error in catalogue.errors:
+    training, training_errors = load_beside(args.cases)
+    for error in [*catalogue.errors, *training_errors]:
         print(f"error: {error}", file=sys.stderr)
     chosen = expressions(args.select)
-    families = {c.family for c in catalogue.cases}
+    families = {c.family for c in [*catalogue.cases, *training]}
     cases = [c for c in catalogue.cases
              if (not chosen or selected(c.id, c.family, chosen, families)) and (args.extended or c.tier == "default"
                                                                                  or chosen)]
+    scenarios = [c for c in training if not chosen or selected(c.id, c.family, chosen, families)]
     if not catalogue.cases:
         print(f"error: no case could be loaded from {args.cases}; nothing was run", file=sys.stderr)
         return EXIT_USAGE
-    if not cases:
+    if not cases and not scenarios:
         print(f"error: no case matches --select {args.select!r} in {args.cases}", file=sys.stderr)
         return EXIT_USAGE
     if args.shard:
@@ -52,10 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     from .facts import collect, describe
     from .session import run_with_pytest
-    print(f"conformance: {len(cases)} cases x 2 directions from {args.cases}"
+    print(f"conformance: {len(cases)} cases x 2 directions"
+          + (f" and {len(scenarios)} training cases" if scenarios else "") + f" from {args.cases}"
           + (f", shard {args.shard}" if args.shard else "") + (f", {args.workers} workers" if args.workers else "")
           + f"\nenvironment: {describe(collect(args.torch_device))}")
-    return run_with_pytest(args, catalogue_errors=bool(catalogue.errors))
+    return run_with_pytest(args, catalogue_errors=bool(catalogue.errors or training_errors))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

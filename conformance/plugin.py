@@ -73,24 +73,44 @@ def _case_directories(config: pytest.Config) -> set[Path]:
     return {d.resolve() for d in named}
 
 
+TRAINING_FOLDER = "training"     # <case directory>/training/*.toml: training scenarios (conformance.training)
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    """Only directories named by ``conformance_cases`` or ``--conformance-cases``: installing the package
-    must not make pytest read some other project's TOML files as case files."""
-    if file_path.suffix == ".toml" and file_path.parent.resolve() in _case_directories(parent.config):
+    """Only directories named by ``conformance_cases`` or ``--conformance-cases`` (and their ``training``
+    folder): installing the package must not make pytest read some other project's TOML files as case files."""
+    if file_path.suffix != ".toml":
+        return None
+    folder, directories = file_path.parent.resolve(), _case_directories(parent.config)
+    if folder in directories:
         return CaseFile.from_parent(parent, path=file_path)
+    if folder.name == TRAINING_FOLDER and folder.parent in directories:
+        return TrainingFile.from_parent(parent, path=file_path)
     return None
+
+
+def load_any(path: str | Path) -> list[Any]:
+    """The concrete cases of a layer case file or of a training case file."""
+    if Path(path).parent.name == TRAINING_FOLDER:
+        from .training.catalogue import load_file as load_training
+        return load_training(path)
+    return load_file(path)
 
 
 class CaseFile(pytest.File):
     def collect(self) -> Any:
         try:
-            cases = load_file(self.path)
+            cases = load_any(self.path)
         except CaseError as exc:
             # One failing item rather than a collection error, which would stop the whole session.
             yield InvalidCaseFile.from_parent(self, name="invalid-case-file", error=exc)
             return
         for case in cases:
             yield CaseNode.from_parent(self, name=case.id, case=case)
+
+
+class TrainingFile(CaseFile):
+    """A training case file: each case runs once, in the direction its weights started from."""
 
 
 class InvalidCaseFile(pytest.Item):
@@ -117,8 +137,10 @@ class CaseNode(pytest.Collector):
         self.case = case
 
     def collect(self) -> Any:
-        for direction in DIRECTIONS:
-            item = CaseItem.from_parent(self, name=direction, case=self.case, direction=direction)
+        training = isinstance(self.parent, TrainingFile)
+        for direction in [self.case.direction] if training else DIRECTIONS:
+            kind = TrainingItem if training else CaseItem
+            item = kind.from_parent(self, name=direction, case=self.case, direction=direction)
             item.add_marker("catalogue")
             if self.case.tier == "extended":
                 item.add_marker("extended")
@@ -140,7 +162,9 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         from .runner import run_case, use_one_torch_thread
         use_one_torch_thread()
-        result = run_case(self.case, self.direction, self.config.getoption("--conformance-torch-device"))
+        self.judge(run_case(self.case, self.direction, self.config.getoption("--conformance-torch-device")))
+
+    def judge(self, result: Any) -> None:
         self.user_properties.append(("conformance_result", result.to_json()))
         if result.outcome == "divergence":
             pytest.xfail(f"recorded divergence: {result.divergence['reason'] if result.divergence else ''}")
@@ -160,6 +184,14 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.case.id} {self.direction}"
+
+
+class TrainingItem(CaseItem):
+    def runtest(self) -> None:
+        from .runner import use_one_torch_thread
+        from .training.run import run_training_case
+        use_one_torch_thread()
+        self.judge(run_training_case(self.case))
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -247,7 +279,7 @@ def _crashed(report: pytest.TestReport) -> dict[str, Any] | None:
     from .runner import CaseResult
     file, case_id, direction = report.nodeid.split("::")[-3:]
     try:
-        case = next(c for c in load_file(file) if c.id == case_id)
+        case = next(c for c in load_any(file) if c.id == case_id)
     except (CaseError, StopIteration, OSError):
         return None
     text = str(report.longrepr or "").strip().splitlines()
@@ -270,7 +302,7 @@ def _in_catalogue_order(results: dict[tuple[str, str], dict[str, Any]]
     ran = {case_id for case_id, _ in results}
     for f_index, file in enumerate(files):
         try:
-            loaded = load_file(file)
+            loaded = load_any(file)
         except CaseError:
             continue
         for c_index, case in enumerate(loaded):

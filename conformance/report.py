@@ -301,8 +301,8 @@ def explain(case: Mapping[str, Any]) -> str:
                      f"headroom {_num(case.get('headroom'))} (observed/allowed, > 1 fails)")
     worst = case.get("worst")
     if worst:
-        lines.append(f"  worst at index {tuple(worst.get('index') or ())}: torch {worst.get('torch')!r}, "
-                     f"keras {worst.get('keras')!r}")
+        where = f"in {worst['tensor']}" if worst.get("tensor") else f"at index {tuple(worst.get('index') or ())}"
+        lines.append(f"  worst {where}: torch {worst.get('torch')!r}, keras {worst.get('keras')!r}")
     if case.get("reference_error"):
         ref = case["reference_error"]
         lines.append(f"  float64 reference distance: torch {_num(ref.get('torch'))}, "

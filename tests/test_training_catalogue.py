@@ -49,3 +49,23 @@ def test_expect_overrides_the_automatic_record() -> None:
     assert result.verdict == "failed" and result.failing == ("running_var",)
     with pytest.raises(CaseError, match="unknown divergence rule 'nope'"):
         run_scenario("batch_norm_training", expect="nope")
+
+
+def test_a_training_case_becomes_a_catalogue_result() -> None:
+    """The plugin collects cases/training/ beside the layer catalogue; each case is one results record whose
+    outcome, worst tensor, record and reproduction come from its scenario."""
+    from conformance.plugin import load_any
+    from conformance.training.run import run_training_case
+    cases = load_any(CASES / "batch_norm_training.toml")
+    diverging = next(c for c in cases if c.params["family"] == "batch_norm1d" and c.params["steps"] == 1
+                     and not c.params["correction"])
+    record = run_training_case(diverging)
+    assert (record.outcome, record.direction, record.family) == ("divergence", "torch->keras", "batch_norm_training")
+    assert record.divergence["rule"] == "bn-running-var-unbiased" and record.worst["tensor"] == "running_var"
+    assert record.headroom > 1 and [t["name"] for t in record.tensors if t["headroom"] > 1] == ["running_var"]
+    text = record.explain()
+    assert "running_var: max abs error" in text and 'run_scenario("batch_norm_training"' in text
+    # A scenario that cannot run is an error that says why, never a crash of the session.
+    broken = type(diverging)(diverging.file, "fine_tune", {"model": "no_such_model"})
+    failed = run_training_case(broken)
+    assert failed.outcome == "error" and "no_such_model" in failed.message

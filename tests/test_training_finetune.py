@@ -11,16 +11,16 @@ from conformance.errors import CaseError
 from conformance.training import RUNNING_VAR, run_scenario
 
 
-@pytest.mark.parametrize("source", ["torch", "keras"])
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+# The catalogue runs every combination (cases/training/fine_tune.toml); these check what a verdict
+# alone does not show, on one combination each: which tensors were compared, which ones diverge.
+@pytest.mark.parametrize(("optimizer", "source"), [("adam", "torch")])
 def test_lenet_fine_tunes_the_same(optimizer: str, source: str) -> None:
     result = run_scenario("fine_tune", model="lenet", optimizer=optimizer, source=source)
     assert result.verdict == "passed", result.summary()
     assert len(result.tensors) == 10           # 5 layers x (weight, bias)
 
 
-@pytest.mark.parametrize("source", ["torch", "keras"])
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize(("optimizer", "source"), [("sgd", "keras")])
 def test_residual_block_fine_tunes_the_same_with_the_correction(optimizer: str, source: str) -> None:
     result = run_scenario("fine_tune", model="residual_block", optimizer=optimizer, source=source, correction=True)
     assert result.verdict == "passed", result.summary()

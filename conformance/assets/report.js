@@ -144,11 +144,12 @@
       ['max abs error', fmt(c.max_abs_error)], ['max rel error', fmt(c.max_rel_error)],
       ['allowed error', fmt(c.allowed_error) + ' <span class="meta">at the worst element</span>'],
       ['headroom', fmt(c.headroom) + ' <span class="meta">observed / allowed; above 1 fails</span>'],
-      t ? ['tolerance', 'atol ' + fmt(t.atol) + ', rtol ' + fmt(t.rtol) + (t.reason ? ' <span class="meta">(' +
-        esc(t.reason) + ')</span>' : '')] : null,
+      t && t.atol === undefined ? ['tolerance', esc(t.reason)] : null,   // a training scenario's, in words
+      t && t.atol !== undefined ? ['tolerance', 'atol ' + fmt(t.atol) + ', rtol ' + fmt(t.rtol) + (t.reason ?
+        ' <span class="meta">(' + esc(t.reason) + ')</span>' : '')] : null,
       r ? ['float64 reference', 'torch ' + fmt(r.torch) + ', keras ' + fmt(r.keras) + ' → ' + esc(whoMoved(r))] : null,
-      w ? ['worst element', 'index (' + esc((w.index || []).join(', ')) + '): torch ' + esc(w.torch) +
-        ', keras ' + esc(w.keras)] : null,
+      w ? ['worst element', (w.tensor ? 'in ' + esc(w.tensor) : 'index (' + esc((w.index || []).join(', ')) + ')') +
+        ': torch ' + esc(w.torch) + ', keras ' + esc(w.keras)] : null,
       baseline ? ['baseline', b ? esc(b[0]) + ', headroom ' + fmt(b[1]) : 'absent'] : null,
       flags[key(c)] ? ['regression', '<b class="warn">' + esc(flags[key(c)].replace(/_/g, ' ')) + '</b>'] : null
     ]);

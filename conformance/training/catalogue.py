@@ -24,7 +24,7 @@ import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import CaseError
 
@@ -37,6 +37,20 @@ class TrainingCase:
     scenario: str
     params: dict[str, Any]
     expect: str | None = "auto"
+
+    # What the plugin and the results file read from any case.
+    tier = "default"
+    seed = 0                    # each scenario seeds itself (its ``seed`` parameter, 0 unless given)
+    divergences: ClassVar[tuple[Any, ...]] = ()   # a scenario's divergence is data in scenarios.py, not in the file
+
+    @property
+    def family(self) -> str:
+        return self.scenario
+
+    @property
+    def direction(self) -> str:
+        """Where the converted weights started: torch (the default) or keras."""
+        return "keras->torch" if self.params.get("source") == "keras" else "torch->keras"
 
     @property
     def id(self) -> str:
@@ -95,3 +109,16 @@ def load(directory: str | Path) -> list[TrainingCase]:
     if not files:
         raise CaseError("no *.toml training case files", file=str(directory))
     return [case for path in files for case in load_file(path)]
+
+
+def load_beside(catalogue: str | Path) -> tuple[list[TrainingCase], list[CaseError]]:
+    """The training cases in ``<catalogue>/training/`` (none when there is no such folder), and the
+    errors of the files that did not load, so that one bad file does not hide the others."""
+    cases: list[TrainingCase] = []
+    errors: list[CaseError] = []
+    for path in sorted((Path(catalogue) / "training").glob("*.toml")):
+        try:
+            cases += load_file(path)
+        except CaseError as exc:
+            errors.append(exc)
+    return cases, errors

@@ -1,0 +1,83 @@
+"""A training scenario as a catalogue case: its :class:`ScenarioResult` becomes a results record.
+
+``cases/training/*.toml`` are collected by the pytest plugin beside the layer catalogue, so
+``conformance run``, ``pytest cases``, shards, merges and the report treat them like any case: one
+record per concrete case, its direction given by where the weights started (``source``). The
+scenario's own recorded divergence (data in :mod:`conformance.training.scenarios`) is strict in the
+same way as a case file's: reproduced, it is a ``divergence``; gone, an ``xpass`` that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConformanceError
+from ..runner import CaseResult, _jsonable
+from .catalogue import TrainingCase
+
+OUTCOMES = {"passed": "passed", "failed": "failed", "divergence": "divergence", "unexpected pass": "xpass"}
+
+
+@dataclass
+class ScenarioCaseResult(CaseResult):
+    """A case result with every compared tensor, whose reproduction is a call to ``run_scenario``."""
+
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+
+    def explain(self) -> str:
+        lines = [f"{self.id} {self.direction}: {self.outcome.upper()}"]
+        if self.message:
+            lines.append(f"  {self.message}")
+        lines += [f"  {t['name']}: max abs error {t['max_abs_error']:.4g}, allowed {t['allowed_error']:.4g}, "
+                  f"headroom {t['headroom']:.4g}" for t in self.tensors if t["headroom"] > 1]
+        if self.tolerance:
+            lines.append(f"  tolerance: {self.tolerance['reason']}")
+        if self.divergence:
+            lines.append(f"  recorded divergence {self.divergence['rule']}: {self.divergence['reason']}")
+        lines.append(f"  params: {json.dumps(_jsonable(self.params))}")
+        lines.append(f"  file: {self.file}")
+        lines.append("  reproduce:\n    " + self.reproducer().replace("\n", "\n    "))
+        return "\n".join(lines)
+
+    def reproducer(self) -> str:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return (f'conformance run --select "{self.id}"\n'
+                f'pytest "{self.file}::{self.id}::{self.direction}"\n'
+                f'python: from conformance.training import run_scenario; '
+                f'print(run_scenario("{self.family}", {kwargs}).summary())')
+
+
+def run_training_case(case: TrainingCase) -> ScenarioCaseResult:
+    """Run one training case and judge it. Never raises for a problem with the case."""
+    record = ScenarioCaseResult(case.id, case.family, case.direction, dict(case.params), "error", case.seed,
+                                case.file, tier=case.tier)
+    started = time.perf_counter()
+    try:
+        result = case.run()
+    except ConformanceError as exc:
+        record.message = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a crash inside torch or keras must not stop the run
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        record.message = f"{type(exc).__name__}: {exc}{where}"
+    else:
+        worst = result.worst
+        record.outcome = OUTCOMES[result.verdict]
+        record.max_abs_error, record.allowed_error = result.max_abs_error, result.allowed_error
+        record.headroom = result.headroom
+        record.worst = {"tensor": worst.name, "torch": worst.torch_value, "keras": worst.keras_value}
+        record.tolerance = {"reason": result.tolerance}
+        record.message = result.summary() if record.outcome != "passed" else ""
+        if result.expected is not None:
+            record.divergence = {"rule": result.expected.rule, "reason": result.expected.reason,
+                                 "factor": result.expected.factor,
+                                 "measured": _jsonable(dict(result.measured))}
+        record.tensors = [{"name": t.name, "max_abs_error": t.max_abs_error, "allowed_error": t.allowed_error,
+                           "headroom": t.headroom} for t in result.tensors]
+    record.timings["total"] = time.perf_counter() - started
+    return record
+
