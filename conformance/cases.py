@@ -8,6 +8,8 @@ A case file is data. Its schema (every key optional unless marked):
     seed = 0                           # mixed into every case's seed
     batch = 2
     tier = "default"                   # or "extended": slow cases, run with -m extended
+    mode = "inference"                 # or "train" (also per [[grid]], as a list): gradients, dropout
+                                       # statistics (conformance.gradients); ids end in "-train"
     [layout]                           # the rules in words; checked against the converter's
     weight = "O I H W -> H W I O"
     input = "N C H W -> N H W C"
@@ -56,7 +58,8 @@ from .layout import Layout, LayoutError
 
 DIRECTIONS = ("torch->keras", "keras->torch")
 _TOP_KEYS = {"family", "description", "dtype", "seed", "batch", "tier", "layout", "tolerance", "grid",
-             "divergence", "unsupported"}
+             "divergence", "unsupported", "mode"}
+MODES = ("inference", "train")
 _RECORD_KEYS = {"when", "direction", "torch", "tensorflow", "keras", "keras_backend", "environment", "reason", "link"}
 _RECORD_KEYS_BY_KIND = {"divergence": _RECORD_KEYS, "unsupported": _RECORD_KEYS | {"framework", "message"}}
 FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")
@@ -88,10 +91,11 @@ class Divergence:
         backends = self.environment.get("keras_backend", ())
         return str(backends[0]) if len(backends) == 1 else ""
 
-    def matches(self, params: Mapping[str, Any], direction: str) -> bool:
+    def matches(self, params: Mapping[str, Any], direction: str, mode: str = "inference") -> bool:
+        """``when`` may name ``mode``; without it a record holds in both modes."""
         if self.direction not in ("both", direction):
             return False
-        return all(params.get(key) in values for key, values in self.when.items())
+        return all((mode if key == "mode" else params.get(key)) in values for key, values in self.when.items())
 
     def applies_to(self, installed: Mapping[str, str], facts: Mapping[str, Any] | str = "") -> bool:
         """Whether the installed versions and the environment facts fall inside the record's scope.
@@ -142,15 +146,16 @@ class Case:
     divergences: tuple[Divergence, ...]
     layouts: Mapping[str, str]
     tier: str = "default"
+    mode: str = "inference"                  # or "train": gradients and training behaviour are compared
 
     def divergence_for(self, direction: str) -> Divergence | None:
         """The first record whose parameters match, in any environment."""
-        return next((d for d in self.divergences if d.matches(self.params, direction)), None)
+        return next((d for d in self.divergences if d.matches(self.params, direction, self.mode)), None)
 
     def record_for(self, direction: str, installed: Mapping[str, str], facts: Mapping[str, Any]) -> Divergence | None:
         """The record that applies to this case here: its parameters match and the versions and
         environment facts fall in its scope."""
-        return next((d for d in self.divergences if d.matches(self.params, direction)
+        return next((d for d in self.divergences if d.matches(self.params, direction, self.mode)
                      and d.applies_to(installed, facts)), None)
 
 
@@ -165,8 +170,9 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def case_id(family: Family, params: Mapping[str, Any]) -> str:
-    """``conv2d[k3-s2-p1-d1-g1-bias-in4x16x16]``: every id-bearing parameter, in the family's order."""
+def case_id(family: Family, params: Mapping[str, Any], mode: str = "inference") -> str:
+    """``conv2d[k3-s2-p1-d1-g1-bias-in4x16x16]``: every id-bearing parameter, in the family's order;
+    a train case ends in ``-train`` (inference ids carry no mode, so they stay as they always were)."""
     parts = []
     for name, spec in family.params.items():
         if spec.abbrev is None:
@@ -178,6 +184,8 @@ def case_id(family: Family, params: Mapping[str, Any]) -> str:
             parts.append(f"{spec.abbrev}{'x'.join(map(str, value))}")
         else:
             parts.append(f"{spec.abbrev}{format_value(value)}")
+    if mode != "inference":
+        parts.append(mode)
     return f"{family.name}[{'-'.join(parts)}]"
 
 
@@ -276,6 +284,9 @@ def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tupl
             when = _expect(entry.get("when"), dict, f"{where}.when", file, "a table of parameter values")
             pattern: dict[str, tuple[Any, ...]] = {}
             for key, values in when.items():
+                if key == "mode":
+                    pattern[key] = tuple(_mode(v, file, f"{where}.when.mode") for v in _alternatives(values))
+                    continue
                 spec = family.params.get(key)
                 if spec is None:
                     raise CaseError(f"{family.name} has no parameter {key!r}", file=file,
@@ -318,6 +329,12 @@ def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tupl
             records.append(Divergence(pattern, reason.strip(), direction, versions, link.strip(), environment, kind,
                                       framework, message))
     return tuple(records)
+
+
+def _mode(value: Any, file: str, where: str) -> str:
+    if value not in MODES:
+        raise CaseError(f"expected 'inference' or 'train', got {value!r}", file=file, field=where)
+    return str(value)
 
 
 def _layouts(raw: Any, family: Family, file: str) -> dict[str, str]:
@@ -373,6 +390,7 @@ def load_file(path: str | Path) -> list[Case]:
     if tier not in ("default", "extended"):
         raise CaseError(f"expected 'default' or 'extended', got {tier!r}", file=file, field="tier")
     tolerance = _tolerance(raw.get("tolerance"), file)
+    default_mode = _mode(raw.get("mode", "inference"), file, "mode")
     divergences = _divergences(raw, family, file)
     layouts = _layouts(raw.get("layout"), family, file)
     grids = raw.get("grid")
@@ -383,6 +401,7 @@ def load_file(path: str | Path) -> list[Case]:
     cases: dict[str, Case] = {}
     for index, block in enumerate(grids):
         for params in _expand_grid(block, index, file):
+            mode = _mode(params.pop("mode", default_mode), file, f"grid[{index}].mode")
             label = f"{family.name}{params}"
             try:
                 normalised = family.normalise(params)
@@ -391,15 +410,17 @@ def load_file(path: str | Path) -> list[Case]:
                 if exc.field == "input_shape" and "expected a list of sizes" in exc.detail:
                     hint = " (grid values are lists of alternatives: write input_shape = [[4, 16, 16]])"
                 raise CaseError(exc.detail + hint, file=file, case=label, field=exc.field) from None
-            cid = case_id(family, normalised)
+            cid = case_id(family, normalised, mode)
             if cid in cases:
                 if cases[cid].params != normalised:
                     raise CaseError(f"two different cases get the same id {cid} ({dict(cases[cid].params)} and "
                                     f"{normalised}); change one of the values", file=file, case=cid)
                 continue   # two grid blocks may overlap; the case runs once
             seed = (zlib.crc32(cid.encode()) ^ base_seed) & 0x7FFFFFFF
-            cases[cid] = Case(cid, family.name, normalised, file, seed, batch, tolerance, divergences, layouts, tier)
-    used = {id(d) for c in cases.values() for d in c.divergences if any(d.matches(c.params, x) for x in DIRECTIONS)}
+            cases[cid] = Case(cid, family.name, normalised, file, seed, batch, tolerance, divergences, layouts, tier,
+                              mode)
+    used = {id(d) for c in cases.values() for d in c.divergences
+            if any(d.matches(c.params, x, c.mode) for x in DIRECTIONS)}
     for kind in ("divergence", "unsupported"):
         for i, record in enumerate(r for r in divergences if r.kind == kind):
             if id(record) not in used:
