@@ -77,7 +77,7 @@ def torch_gradients(model: Any, inputs: list[np.ndarray], seed: int) -> tuple[Gr
     loss = sum((o * torch.from_numpy(r).to(device)).sum() for o, r in zip(outs, rs, strict=True))
     loss.backward()   # type: ignore[union-attr]
     model.eval()
-    weights = {id(p): (p.grad.detach().cpu().numpy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
+    weights = {id(p): ((p.grad.to_dense() if p.grad.is_sparse else p.grad).detach().cpu().numpy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
                for p in model.parameters() if p.requires_grad}
     return Gradients([o.detach().cpu().numpy() for o in outs],
                      [x.grad.detach().cpu().numpy() if x.grad is not None else
