@@ -9,7 +9,9 @@ A case file is data. Its schema (every key optional unless marked):
     batch = 2
     tier = "default"                   # or "extended": slow cases, run with -m extended
     mode = "inference"                 # or "train" (also per [[grid]], as a list): gradients, dropout
-                                       # statistics (conformance.gradients); ids end in "-train"
+                                       # statistics (conformance.gradients); ids end in "-train". For a
+                                       # family with a parameter of that name (upsample), `mode` in a
+                                       # grid or `when` is the parameter, and only this top-level key sets it
     [layout]                           # the rules in words; checked against the converter's
     weight = "O I H W -> H W I O"
     input = "N C H W -> N H W C"
@@ -95,7 +97,8 @@ class Divergence:
         """``when`` may name ``mode``; without it a record holds in both modes."""
         if self.direction not in ("both", direction):
             return False
-        return all((mode if key == "mode" else params.get(key)) in values for key, values in self.when.items())
+        return all((mode if key == "mode" and key not in params else params.get(key)) in values
+                   for key, values in self.when.items())
 
     def applies_to(self, installed: Mapping[str, str], facts: Mapping[str, Any] | str = "") -> bool:
         """Whether the installed versions and the environment facts fall inside the record's scope.
@@ -284,7 +287,7 @@ def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tupl
             when = _expect(entry.get("when"), dict, f"{where}.when", file, "a table of parameter values")
             pattern: dict[str, tuple[Any, ...]] = {}
             for key, values in when.items():
-                if key == "mode":
+                if key == "mode" and key not in family.params:
                     pattern[key] = tuple(_mode(v, file, f"{where}.when.mode") for v in _alternatives(values))
                     continue
                 spec = family.params.get(key)
@@ -401,7 +404,8 @@ def load_file(path: str | Path) -> list[Case]:
     cases: dict[str, Case] = {}
     for index, block in enumerate(grids):
         for params in _expand_grid(block, index, file):
-            mode = _mode(params.pop("mode", default_mode), file, f"grid[{index}].mode")
+            mode = default_mode if "mode" in family.params else \
+                _mode(params.pop("mode", default_mode), file, f"grid[{index}].mode")   # upsample has its own
             label = f"{family.name}{params}"
             try:
                 normalised = family.normalise(params)

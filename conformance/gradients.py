@@ -27,6 +27,8 @@ statistically instead: :mod:`conformance.train_stats`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +65,17 @@ def _torch_flat(value: Any) -> list[Any]:
     return [value]
 
 
+def _dense(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A torch gradient as an array: sparse ones (Embedding(sparse=True)) densified, a missing one zeros."""
+    if grad is None:
+        return np.zeros(shape, np.float32)
+    return (grad.to_dense() if grad.is_sparse else grad).detach().cpu().numpy()
+
+
 def torch_gradients(model: Any, inputs: list[np.ndarray], seed: int) -> tuple[Gradients, list[np.ndarray]]:
     """Run ``model`` in training mode, back-propagate ``sum(out * R)``; the gradients and the projections."""
     import torch
+
     from .comparison import _device_of
     device = _device_of(model)
     xs = [torch.tensor(a, device=device, requires_grad=a.dtype.kind == "f") for a in inputs]
@@ -75,10 +85,9 @@ def torch_gradients(model: Any, inputs: list[np.ndarray], seed: int) -> tuple[Gr
     shapes = [tuple(o.shape) for o in outs]
     rs = projections(shapes, seed)
     loss = sum((o * torch.from_numpy(r).to(device)).sum() for o, r in zip(outs, rs, strict=True))
-    loss.backward()   # type: ignore[union-attr]
+    loss.backward()
     model.eval()
-    weights = {id(p): ((p.grad.to_dense() if p.grad.is_sparse else p.grad).detach().cpu().numpy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
-               for p in model.parameters() if p.requires_grad}
+    weights = {id(p): _dense(p.grad, tuple(p.shape)) for p in model.parameters() if p.requires_grad}
     return Gradients([o.detach().cpu().numpy() for o in outs],
                      [x.grad.detach().cpu().numpy() if x.grad is not None else
                       (np.zeros(x.shape, np.float32) if x.requires_grad else None) for x in xs], weights), rs
@@ -124,7 +133,7 @@ def keras_gradients(model: Any, inputs: list[np.ndarray], rs: list[np.ndarray], 
     grads = [keras.ops.convert_to_numpy(g) for g in grads]
     input_grads: list[np.ndarray | None] = []
     it = iter(grads[:len(watched)])
-    for a, f in zip(feed, floats, strict=True):
+    for f in floats:
         input_grads.append(None if not f else _move_channels(next(it), False) if to_last else next(it))
     outputs = [keras.ops.convert_to_numpy(o) for o in outs]
     outputs = [_move_channels(o, False) if moved(o.ndim) else o for o in outputs]
@@ -147,6 +156,26 @@ class Compared:
     rule: str = ""
 
 
+@contextmanager
+def _pairing_once() -> Iterator[None]:
+    """The two plans below pair the same two models as the transfer did: trace the torch graph once, not
+    twice more (a trace runs the model; for recurrent models that is most of a train case's time)."""
+    from . import transfer
+    original = transfer._paired_order
+    memo: dict[tuple[int, int], Any] = {}
+
+    def paired(torch_model: Any, keras_model: Any, *args: Any) -> Any:
+        key = (id(torch_model), id(keras_model))
+        if key not in memo:
+            memo[key] = original(torch_model, keras_model, *args)
+        return memo[key]
+    transfer._paired_order = paired   # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        transfer._paired_order = original
+
+
 def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_side: Gradients,
                        tolerance: Tolerance) -> list[Compared]:
     """Every trainable weight's gradient, mapped by the transfer's rules as the weights were (see the module)."""
@@ -155,6 +184,7 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
     from .transfer import _plan
     to_keras = direction == "torch->keras"
     found: list[Compared] = []
+    seen: set[int] = set()
     # The adjoints of rules that are no bijection, planned on the real weights (a folded bias needs W1).
     writes, _, _ = _plan(pair.torch, pair.keras, to_keras)
     for write in writes:
@@ -163,7 +193,10 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
         param, variable = (write.source, write.destination) if to_keras else (write.destination, write.source)
         if id(param) not in torch_side.weights or id(variable) not in keras_side.weights:
             continue
+        seen.update((id(param), id(variable)))
         expected = write.rule.gradient_to_torch(keras_side.weights[id(variable)])
+        if expected is None:
+            continue
         name = f"{write.row.source} -> {write.row.destination} (adjoint, in torch's layout)"
         found.append(Compared(name, compare_arrays(torch_side.weights[id(param)], expected, tolerance),
                               write.row.rule))
@@ -183,6 +216,7 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
             mapped = (write.value if write.value is not None else
                       write.plan.apply(source) if write.plan is not None else source)
             observed = dest_grads[id(write.destination)]
+            seen.update((id(write.source), id(write.destination)))
             if to_keras:   # torch's gradient mapped into Keras's layout against Keras's own
                 comparison = compare_arrays(mapped, observed, tolerance)
             else:          # torch's own against Keras's mapped into torch's layout
@@ -191,6 +225,13 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
     finally:
         with torch.no_grad():
             _restore(pair, to_keras, saved)
+    names = {id(p): f"torch {n}" for n, p in pair.torch.named_parameters()}
+    names.update({id(v): f"keras {v.path}" for v in pair.keras.trainable_variables})
+    for key in [*torch_side.weights, *keras_side.weights]:
+        if key not in seen:   # a trained weight that no rule maps: its gradient would go unchecked
+            found.append(Compared(names.get(key, "a weight"), Comparison(
+                False, math.inf, math.inf, tolerance, math.inf, 0.0,
+                problem="trained, but no transfer rule maps its gradient, so it was not compared")))
     return found
 
 
@@ -234,12 +275,14 @@ def compare_training(pair: Any, case: Any, direction: str, forward: Tolerance,
                          f"{len(keras_side.outputs)}")
     for i, (t, k) in enumerate(zip(torch_side.outputs, keras_side.outputs, strict=True)):
         found.append(Compared(f"output {i} (training mode)", compare_arrays(t, k, forward)))
-    for i, (t, k) in enumerate(zip(torch_side.inputs, keras_side.inputs, strict=True)):
-        if t is not None and k is not None:
-            found.append(Compared(f"d loss / d input {i}", compare_arrays(t, k, tolerance)))
-    found.extend(weight_comparisons(pair, direction, torch_side, keras_side, tolerance))
+    for i, (t_grad, k_grad) in enumerate(zip(torch_side.inputs, keras_side.inputs, strict=True)):
+        if t_grad is not None and k_grad is not None:
+            found.append(Compared(f"d loss / d input {i}", compare_arrays(t_grad, k_grad, tolerance)))
+    with _pairing_once():
+        found.extend(weight_comparisons(pair, direction, torch_side, keras_side, tolerance))
     trained = sum(1 for _ in pair.torch.parameters())
-    info = {"loss": "sum(out * R), R uniform [-1, 1] per output, seeded", "projection_seed": case.seed ^ PROJECTION_SEED,
+    info = {"loss": "sum(out * R), R uniform [-1, 1] per output, seeded",
+            "projection_seed": case.seed ^ PROJECTION_SEED,
             "loss_terms": elements, "gradient_tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol,
                                                           "reason": tolerance.reason},
             "torch_parameters": trained, "keras_trainable_variables": len(keras_side.weights)}
@@ -263,8 +306,8 @@ def judge_training(pair: Any, case: Any, direction: str, result: Any, forward: T
     try:
         verdict = statistical_judge(pair, case, inputs)
         if verdict is not None:
-            result.headroom, result.message, result.training = verdict
-            result.training = {"judged": "statistically", **result.training}
+            result.headroom, result.message, statistics = verdict
+            result.training = {"judged": "statistically", **statistics}
             return
         found, info = compare_training(pair, case, direction, forward, inputs)
     finally:

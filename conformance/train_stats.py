@@ -43,8 +43,8 @@ def binomial_interval(n: int, p: float, alpha: float = ALPHA) -> tuple[int, int]
     if p >= 1.0:
         return n, n
     k = np.arange(n + 1)
-    lgamma = np.frompyfunc(math.lgamma, 1, 1)
-    log_pmf = (math.lgamma(n + 1) - lgamma(k + 1).astype(np.float64) - lgamma(n - k + 1).astype(np.float64)
+    log_factorial = np.fromiter((math.lgamma(i + 1) for i in range(n + 1)), dtype=np.float64, count=n + 1)
+    log_pmf = (log_factorial[n] - log_factorial - log_factorial[::-1]
                + k * math.log(p) + (n - k) * math.log1p(-p))
     pmf = np.exp(log_pmf - log_pmf.max())
     cdf = np.cumsum(pmf / pmf.sum())

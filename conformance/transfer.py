@@ -350,9 +350,12 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
             plan = None if layout is None else layout.plan(source[1], **rule.sizes)
             result = source[1] if plan is None else plan.result
         else:
-            adjoint = rule.gradient_to_torch if gradients and not rule.bijective else rule.to_torch
-            value = (rule.to_keras(tensor.detach().cpu().numpy()) if to_keras
-                     else adjoint(np.asarray(variable.numpy())))
+            if to_keras:
+                value = rule.to_keras(tensor.detach().cpu().numpy())
+            else:
+                array = np.asarray(variable.numpy())
+                adjoint = rule.gradient_to_torch(array) if gradients and not rule.bijective else None
+                value = rule.to_torch(array) if adjoint is None else adjoint
             result = tuple(value.shape)
     except ValueError as exc:
         raise ConversionError(f"{where}: {rule.torch} {t_shape} and {rule.keras} {k_shape} do not fit "
