@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .comparison import _move_channels, compare_arrays
+from .comparison import _device_of, _move_channels, compare_arrays
 from .families.base import Tolerance
 
 ALPHA = 1e-6                 # two-sided tail mass of every statistical bound
@@ -91,7 +91,7 @@ def judge_dropout(pair: Any, case: Any, inputs: list[np.ndarray]) -> tuple[float
     torch.manual_seed(case.seed)
     pair.torch.train()
     with torch.no_grad():
-        t_out = pair.torch(torch.from_numpy(x)).cpu().numpy()
+        t_out = pair.torch(torch.from_numpy(x).to(_device_of(pair.torch))).cpu().numpy()
     pair.torch.eval()
     seeded = _seed_keras(pair.keras, case.seed)
     to_last = bool(pair.channels_last)
@@ -113,7 +113,7 @@ def judge_dropout(pair: Any, case: Any, inputs: list[np.ndarray]) -> tuple[float
 def _attention_energy(pair: Any, inputs: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample energies of (train - eval) output 0, torch and Keras."""
     import torch
-    xs = [torch.from_numpy(a) for a in inputs]
+    xs = [torch.from_numpy(a).to(_device_of(pair.torch)) for a in inputs]
     with torch.no_grad():
         pair.torch.eval()
         t_eval = pair.torch(*xs)
@@ -127,7 +127,7 @@ def _attention_energy(pair: Any, inputs: list[np.ndarray], seed: int) -> tuple[n
     _seed_keras(pair.keras, seed)
     k_train = pair.keras(feed, training=True)
     k_eval, k_train = (np.asarray(o[0] if isinstance(o, tuple | list) else o) for o in (k_eval, k_train))
-    t = ((t_train.numpy().astype(np.float64) - t_eval.numpy()) ** 2).reshape(len(inputs[0]), -1).sum(axis=1)
+    t = ((t_train.cpu().numpy().astype(np.float64) - t_eval.cpu().numpy()) ** 2).reshape(len(inputs[0]), -1).sum(axis=1)
     k = ((k_train.astype(np.float64) - k_eval) ** 2).reshape(len(inputs[0]), -1).sum(axis=1)
     return t, k
 
