@@ -160,15 +160,10 @@ def device_name(framework: str, device: str) -> str:
 
 # ---- the callables -----------------------------------------------------------------------------------
 
-_PAIRS: dict[str, Any] = {}
-
-
 def pair_for(case: Any) -> Any:
-    """The case's pair, built once per process (building Keras models is the slow part)."""
-    from .pair import build_pair
-    if case.id not in _PAIRS:
-        _PAIRS[case.id] = build_pair(case.family, **case.params)
-    return _PAIRS[case.id]
+    """The case's pair from the runner's cache: the benchmarks time exactly the models the catalogue judges."""
+    from .runner import pair_for as cached_pair
+    return cached_pair(case)[0]
 
 
 def inputs_for(case: Any, pair: Any, batch: int) -> tuple[np.ndarray, ...]:

@@ -1,6 +1,9 @@
 """The case catalogue: read ``cases/*.toml``, validate every field, expand grids, make ids.
 
-A case file is data. Its schema (every key optional unless marked):
+A case file is data. Its format is declared once, as the model
+:class:`conformance.schemas.case.CaseFile` (shipped as ``case.schema.json`` for editors and CI);
+this module reads files through it, then checks what needs the family. In short (every key
+optional unless marked):
 
     family = "conv2d"                  # required: a registered family (snake_case torch class)
     description = "..."
@@ -51,20 +54,19 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CaseError
 from .families import get_family
 from .families.base import Family, Tolerance
 from .layout import Layout, LayoutError
 
+if TYPE_CHECKING:
+    from .schemas.case import CaseFile
+
 DIRECTIONS = ("torch->keras", "keras->torch")
-_TOP_KEYS = {"family", "description", "dtype", "seed", "batch", "tier", "layout", "tolerance", "grid",
-             "divergence", "unsupported", "mode"}
 MODES = ("inference", "train")
-_RECORD_KEYS = {"when", "direction", "torch", "tensorflow", "keras", "keras_backend", "environment", "reason", "link"}
-_RECORD_KEYS_BY_KIND = {"divergence": _RECORD_KEYS, "unsupported": _RECORD_KEYS | {"framework", "message"}}
-FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")
+FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")   # the model's Framework, in the same order
 
 
 @dataclass(frozen=True)
@@ -192,30 +194,12 @@ def case_id(family: Family, params: Mapping[str, Any], mode: str = "inference") 
     return f"{family.name}[{'-'.join(parts)}]"
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], where: str, file: str, what: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise CaseError(f"expected {what}, got {value!r}", file=file, field=where)
-    return value
-
-
 def _alternatives(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _expand_grid(block: Mapping[str, Any], index: int, file: str) -> Iterable[dict[str, Any]]:
-    where = f"grid[{index}]"
-    _expect(block, dict, where, file, "a table of parameter lists")
-    excludes = block.get("exclude", [])
-    _expect(excludes, list, f"{where}.exclude", file, "a list of parameter tables")
-    for j, pattern in enumerate(excludes):
-        _expect(pattern, dict, f"{where}.exclude[{j}]", file, "a table of parameter values")
-    keys = [k for k in block if k != "exclude"]
-    if not keys:
-        raise CaseError("a grid block names no parameters", file=file, field=where)
-    for key in keys:
-        if isinstance(block[key], list) and not block[key]:
-            raise CaseError("an empty list of alternatives expands to no cases", file=file,
-                            field=f"{where}.{key}")
+def _expand_grid(block: Mapping[str, Any], excludes: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    keys = list(block)
     for combo in itertools.product(*(_alternatives(block[k]) for k in keys)):
         params = dict(zip(keys, combo, strict=True))
         if any(all(params.get(k) == v for k, v in pattern.items()) for pattern in excludes):
@@ -223,70 +207,16 @@ def _expand_grid(block: Mapping[str, Any], index: int, file: str) -> Iterable[di
         yield params
 
 
-def _tolerance(raw: Any, file: str) -> Tolerance | None:
-    if raw is None:
-        return None
-    _expect(raw, dict, "tolerance", file, "a table with atol, rtol and reason")
-    unknown = set(raw) - {"atol", "rtol", "reason"}
-    if unknown:
-        raise CaseError(f"unknown key {sorted(unknown)[0]!r}; expected atol, rtol, reason", file=file,
-                        field="tolerance")
-    for key in ("atol", "rtol"):
-        value = raw.get(key, 0.0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise CaseError(f"expected a non-negative number, got {value!r}", file=file, field=f"tolerance.{key}")
-    reason = raw.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise CaseError("a tolerance override needs a reason", file=file, field="tolerance.reason")
-    return Tolerance(float(raw.get("atol", 0.0)), float(raw.get("rtol", 0.0)), reason)
-
-
-def _environment(raw: Any, where: str, file: str) -> dict[str, tuple[Any, ...]]:
-    """``environment = { onednn = false, onednn_isa = ["avx512", "amx"] }``: facts and accepted values."""
-    from .facts import SCOPES
-    scope: dict[str, tuple[Any, ...]] = {}
-    for key, values in _expect(raw, dict, where, file, "a table of environment facts").items():
-        if key not in SCOPES:
-            raise CaseError(f"unknown environment fact {key!r}; records can be scoped on {sorted(SCOPES)}",
-                            file=file, field=f"{where}.{key}")
-        allowed = SCOPES[key]
-        alternatives = _alternatives(values)
-        if not alternatives:
-            raise CaseError("an empty list matches no environment", file=file, field=f"{where}.{key}")
-        for value in alternatives:
-            if allowed is None and not isinstance(value, str) or allowed is not None and (
-                    value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool)):
-                shown = [str(a).lower() if isinstance(a, bool) else repr(a) for a in allowed or ()]
-                expected = "a string" if allowed is None else ", ".join(shown[:-1]) + " or " + shown[-1]
-                raise CaseError(f"expected {expected}, got {value!r}", file=file, field=f"{where}.{key}")
-        scope[key] = tuple(alternatives)
-    return scope
-
-
-def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tuple[Divergence, ...]:
-    """The ``[[divergence]]`` and ``[[unsupported]]`` records of a file, validated."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+def _divergences(model: CaseFile, family: Family, file: str) -> tuple[Divergence, ...]:
+    """The ``[[divergence]]`` and ``[[unsupported]]`` records of a file: their patterns checked against
+    the family's parameters (the model has checked the rest)."""
+    from .schemas.case import Unsupported
     records = []
-    for kind in ("divergence", "unsupported"):
-        entries = _expect(raw_file.get(kind, []), list, kind, file, f"a list of [[{kind}]] tables")
+    for kind, entries in (("divergence", model.divergence), ("unsupported", model.unsupported)):
         for i, entry in enumerate(entries):
             where = f"{kind}[{i}]"
-            _expect(entry, dict, where, file, "a table")
-            allowed_keys = _RECORD_KEYS_BY_KIND[kind]
-            unknown = set(entry) - allowed_keys
-            if unknown:
-                raise CaseError(f"unknown key {sorted(unknown)[0]!r}; expected {sorted(allowed_keys)}",
-                                file=file, field=where)
-            reason = entry.get("reason")
-            if not isinstance(reason, str) or not reason.strip():
-                raise CaseError(f"a {kind} record needs a reason", file=file, field=f"{where}.reason")
-            direction = entry.get("direction", "both")
-            if direction not in ("both", *DIRECTIONS):
-                raise CaseError(f"expected 'both', 'torch->keras' or 'keras->torch', got {direction!r}", file=file,
-                                field=f"{where}.direction")
-            when = _expect(entry.get("when"), dict, f"{where}.when", file, "a table of parameter values")
             pattern: dict[str, tuple[Any, ...]] = {}
-            for key, values in when.items():
+            for key, values in entry.when.items():
                 if key == "mode" and key not in family.params:
                     pattern[key] = tuple(_mode(v, file, f"{where}.when.mode") for v in _alternatives(values))
                     continue
@@ -298,39 +228,17 @@ def _divergences(raw_file: Mapping[str, Any], family: Family, file: str) -> tupl
                     pattern[key] = tuple(spec.check(v) for v in _alternatives(values))
                 except ValueError as exc:
                     raise CaseError(str(exc), file=file, field=f"{where}.when.{key}") from None
-            versions = {}
-            for package in ("torch", "tensorflow", "keras"):
-                spec_text = entry.get(package, "")
-                try:
-                    SpecifierSet(_expect(spec_text, str, f"{where}.{package}", file, "a version specifier string"))
-                except InvalidSpecifier:
-                    raise CaseError(f"invalid version range {spec_text!r}", file=file,
-                                    field=f"{where}.{package}") from None
-                versions[package] = spec_text
-            environment = _environment(entry.get("environment", {}), f"{where}.environment", file)
-            if "keras_backend" in entry:      # shorthand for environment = { keras_backend = ... }
+            environment = {key: tuple(values) for key, values in entry.environment if values is not None}
+            if entry.keras_backend is not None:      # shorthand for environment = { keras_backend = ... }
                 if "keras_backend" in environment:
                     raise CaseError("keras_backend is given twice; keep it in environment", file=file,
                                     field=f"{where}.keras_backend")
-                environment.update(_environment({"keras_backend": entry["keras_backend"]},
-                                                where, file))
-            framework, message = "", ""
-            if kind == "unsupported":
-                framework = entry.get("framework")
-                if framework not in FRAMEWORKS:
-                    raise CaseError(f"name the framework that refuses: one of {', '.join(FRAMEWORKS)}; got "
-                                    f"{framework!r}", file=file, field=f"{where}.framework")
-                message = entry.get("message")
-                if not isinstance(message, str) or not message.strip():
-                    raise CaseError("give the text of the framework's error (a part of it that does not change "
-                                    "from case to case)", file=file, field=f"{where}.message")
-                message = message.strip()
-            link = _expect(entry.get("link", ""), str, f"{where}.link", file, "a string")
-            if any(ch.isspace() for ch in link.strip()):
-                raise CaseError("a link is one URL or test path, without spaces; say the rest in the reason",
-                                file=file, field=f"{where}.link")
-            records.append(Divergence(pattern, reason.strip(), direction, versions, link.strip(), environment, kind,
-                                      framework, message))
+                environment["keras_backend"] = tuple(entry.keras_backend)
+            versions = {"torch": entry.torch, "tensorflow": entry.tensorflow, "keras": entry.keras}
+            framework, message = (entry.framework, entry.message.strip()) if isinstance(entry, Unsupported) \
+                else ("", "")
+            records.append(Divergence(pattern, entry.reason.strip(), entry.direction, versions, entry.link.strip(),
+                                      environment, kind, framework, message))
     return tuple(records)
 
 
@@ -340,14 +248,10 @@ def _mode(value: Any, file: str, where: str) -> str:
     return str(value)
 
 
-def _layouts(raw: Any, family: Family, file: str) -> dict[str, str]:
-    if raw is None:
-        return {}
-    _expect(raw, dict, "layout", file, "a table of layout rules")
+def _layouts(raw: Mapping[str, str], family: Family, file: str) -> dict[str, str]:
     known = {**family.weight_layouts}
     for name, text in raw.items():
         where = f"layout.{name}"
-        _expect(text, str, where, file, "a rule such as 'O I H W -> H W I O'")
         try:
             Layout(text).validate()
         except LayoutError as exc:
@@ -362,6 +266,20 @@ def _layouts(raw: Any, family: Family, file: str) -> dict[str, str]:
     return dict(raw)
 
 
+def _validated(raw: dict[str, Any], file: str) -> CaseFile:
+    """The file through its model (:class:`conformance.schemas.case.CaseFile`); every problem, one per line."""
+    from pydantic import ValidationError  # here, not at import: only reading a case file needs pydantic
+
+    from .schemas.base import one_line_each, problems
+    from .schemas.case import CaseFile
+    try:
+        return CaseFile.model_validate(raw)
+    except ValidationError as exc:
+        found = problems(exc, CaseFile, raw)
+        field, message = found[0]
+        raise CaseError(message + one_line_each(found), file=file, field=field or None) from None
+
+
 def load_file(path: str | Path) -> list[Case]:
     """All concrete cases of one file. Raises :class:`CaseError` naming the file, case and field."""
     path = Path(path)
@@ -374,38 +292,21 @@ def load_file(path: str | Path) -> list[Case]:
         raise CaseError("not UTF-8 text", file=file) from None
     except tomllib.TOMLDecodeError as exc:
         raise CaseError(f"not valid TOML: {exc}", file=file) from None
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise CaseError(f"unknown key; expected one of {sorted(_TOP_KEYS)}", file=file, field=unknown[0])
-    if "family" not in raw:
-        raise CaseError("missing the family name", file=file, field="family")
+    model = _validated(raw, file)
     try:
-        family = get_family(_expect(raw["family"], str, "family", file, "a family name"))
+        family = get_family(model.family)
     except CaseError as exc:
         raise exc.located(file=file) from None
-    if raw.get("dtype", "float32") != "float32":
-        raise CaseError(f"only float32 is compared so far, got {raw['dtype']!r}", file=file, field="dtype")
-    base_seed = _expect(raw.get("seed", 0), int, "seed", file, "an integer")
-    batch = _expect(raw.get("batch", 2), int, "batch", file, "an integer")
-    if batch < 1:
-        raise CaseError("must be >= 1", file=file, field="batch")
-    tier = raw.get("tier", "default")
-    if tier not in ("default", "extended"):
-        raise CaseError(f"expected 'default' or 'extended', got {tier!r}", file=file, field="tier")
-    tolerance = _tolerance(raw.get("tolerance"), file)
-    default_mode = _mode(raw.get("mode", "inference"), file, "mode")
-    divergences = _divergences(raw, family, file)
-    layouts = _layouts(raw.get("layout"), family, file)
-    grids = raw.get("grid")
-    if not grids:
-        raise CaseError("no [[grid]] block: the file describes no cases", file=file, field="grid")
-    _expect(grids, list, "grid", file, "a list of [[grid]] tables")
+    override = model.tolerance
+    tolerance = Tolerance(override.atol, override.rtol, override.reason) if override is not None else None
+    divergences = _divergences(model, family, file)
+    layouts = _layouts(model.layout, family, file)
 
     cases: dict[str, Case] = {}
-    for index, block in enumerate(grids):
-        for params in _expand_grid(block, index, file):
-            mode = default_mode if "mode" in family.params else \
-                _mode(params.pop("mode", default_mode), file, f"grid[{index}].mode")   # upsample has its own
+    for index, block in enumerate(model.grid):
+        for params in _expand_grid(block.model_extra or {}, block.exclude):
+            mode = model.mode if "mode" in family.params else \
+                _mode(params.pop("mode", model.mode), file, f"grid[{index}].mode")   # upsample has its own
             label = f"{family.name}{params}"
             try:
                 normalised = family.normalise(params)
@@ -420,9 +321,9 @@ def load_file(path: str | Path) -> list[Case]:
                     raise CaseError(f"two different cases get the same id {cid} ({dict(cases[cid].params)} and "
                                     f"{normalised}); change one of the values", file=file, case=cid)
                 continue   # two grid blocks may overlap; the case runs once
-            seed = (zlib.crc32(cid.encode()) ^ base_seed) & 0x7FFFFFFF
-            cases[cid] = Case(cid, family.name, normalised, file, seed, batch, tolerance, divergences, layouts, tier,
-                              mode)
+            seed = (zlib.crc32(cid.encode()) ^ model.seed) & 0x7FFFFFFF
+            cases[cid] = Case(cid, family.name, normalised, file, seed, model.batch, tolerance, divergences, layouts,
+                              model.tier, mode)
     used = {id(d) for c in cases.values() for d in c.divergences
             if any(d.matches(c.params, x, c.mode) for x in DIRECTIONS)}
     for kind in ("divergence", "unsupported"):

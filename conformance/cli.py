@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                            add_help=False)
     bench.add_argument("arguments", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+    sub.add_parser("schema", help="print the JSON Schema of a case file, results or matrix; --write regenerates them",
+                   add_help=False)
     baseline = sub.add_parser("baseline", help="store a results.json as the upgrade gate's baseline")
     baseline.add_argument("results", metavar="RESULTS.json")
     baseline.add_argument("-o", "--output", metavar="PATH", default="reports/baselines",
@@ -381,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["bench"]:            # its own sub-commands and --help
         from .bench import main as bench_main
         return bench_main(arguments[1:])
+    if arguments[:1] == ["schema"]:
+        from .schemas import main as schema_main
+        return schema_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's start-up chatter hides our output
     try:

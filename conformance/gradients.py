@@ -27,8 +27,6 @@ statistically instead: :mod:`conformance.train_stats`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,37 +154,19 @@ class Compared:
     rule: str = ""
 
 
-@contextmanager
-def _pairing_once() -> Iterator[None]:
-    """The two plans below pair the same two models as the transfer did: trace the torch graph once, not
-    twice more (a trace runs the model; for recurrent models that is most of a train case's time)."""
-    from . import transfer
-    original = transfer._paired_order
-    memo: dict[tuple[int, int], Any] = {}
-
-    def paired(torch_model: Any, keras_model: Any, *args: Any) -> Any:
-        key = (id(torch_model), id(keras_model))
-        if key not in memo:
-            memo[key] = original(torch_model, keras_model, *args)
-        return memo[key]
-    transfer._paired_order = paired   # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        transfer._paired_order = original
-
-
 def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_side: Gradients,
-                       tolerance: Tolerance) -> list[Compared]:
+                       tolerance: Tolerance, pairing: Any = None) -> list[Compared]:
     """Every trainable weight's gradient, mapped by the transfer's rules as the weights were (see the module)."""
     import torch
 
-    from .transfer import _plan
+    from .transfer import _keras_units, _paired_order, _plan, _torch_units
     to_keras = direction == "torch->keras"
+    if pairing is None:   # the transfer's own, when the runner passes it: the torch graph is traced once
+        pairing = _paired_order(pair.torch, pair.keras, _torch_units(pair.torch), _keras_units(pair.keras), None)
     found: list[Compared] = []
     seen: set[int] = set()
     # The adjoints of rules that are no bijection, planned on the real weights (a folded bias needs W1).
-    writes, _, _ = _plan(pair.torch, pair.keras, to_keras)
+    writes, _, _ = _plan(pair.torch, pair.keras, to_keras, None, pairing)
     for write in writes:
         if write.rule is None or write.rule.bijective:
             continue
@@ -206,7 +186,7 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
     dest_grads = keras_side.weights if to_keras else torch_side.weights
     saved = _swap_in(pair, to_keras, source_grads)
     try:
-        writes, _, _ = _plan(pair.torch, pair.keras, to_keras, gradients=True)
+        writes, _, _ = _plan(pair.torch, pair.keras, to_keras, None, pairing, gradients=True)
         for write in writes:
             if write.rule is not None and not write.rule.bijective:
                 continue
@@ -261,8 +241,8 @@ def _restore(pair: Any, to_keras: bool, saved: list[tuple[Any, Any]]) -> None:
             target.assign(value)
 
 
-def compare_training(pair: Any, case: Any, direction: str, forward: Tolerance,
-                     inputs: list[np.ndarray]) -> tuple[list[Compared], dict[str, Any]]:
+def compare_training(pair: Any, case: Any, direction: str, forward: Tolerance, inputs: list[np.ndarray],
+                     pairing: Any = None) -> tuple[list[Compared], dict[str, Any]]:
     """Outputs, input gradients and weight gradients of one training step, compared; and what was done."""
     to_last = bool(pair.channels_last)
     torch_side, rs = torch_gradients(pair.torch, inputs, case.seed)
@@ -278,8 +258,7 @@ def compare_training(pair: Any, case: Any, direction: str, forward: Tolerance,
     for i, (t_grad, k_grad) in enumerate(zip(torch_side.inputs, keras_side.inputs, strict=True)):
         if t_grad is not None and k_grad is not None:
             found.append(Compared(f"d loss / d input {i}", compare_arrays(t_grad, k_grad, tolerance)))
-    with _pairing_once():
-        found.extend(weight_comparisons(pair, direction, torch_side, keras_side, tolerance))
+    found.extend(weight_comparisons(pair, direction, torch_side, keras_side, tolerance, pairing))
     trained = sum(1 for _ in pair.torch.parameters())
     info = {"loss": "sum(out * R), R uniform [-1, 1] per output, seeded",
             "projection_seed": case.seed ^ PROJECTION_SEED,
@@ -295,7 +274,7 @@ def _snapshot(pair: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
 
 
 def judge_training(pair: Any, case: Any, direction: str, result: Any, forward: Tolerance,
-                   inputs: list[np.ndarray]) -> None:
+                   inputs: list[np.ndarray], memo: dict[str, Any] | None = None) -> None:
     """Fill ``result`` for a train case (the runner judges it as any other): the worst comparison's numbers,
     and under ``training`` every comparison or statistic. Both models are left as the transfer left them."""
     import time
@@ -309,7 +288,7 @@ def judge_training(pair: Any, case: Any, direction: str, result: Any, forward: T
             result.headroom, result.message, statistics = verdict
             result.training = {"judged": "statistically", **statistics}
             return
-        found, info = compare_training(pair, case, direction, forward, inputs)
+        found, info = compare_training(pair, case, direction, forward, inputs, (memo or {}).get("pairing"))
     finally:
         pair.torch.load_state_dict(saved[0])
         pair.keras.set_weights(saved[1])

@@ -141,17 +141,7 @@ def load_any(path: str | Path) -> dict[str, Any]:
     from . import results as results_file
     document = results_file.read_json(path, results_file.ResultsError)
     if isinstance(document, dict) and document.get("schema") == MATRIX_SCHEMA:
-        if document.get("schema_version") != MATRIX_SCHEMA_VERSION:
-            raise results_file.ResultsError(f"{path}: matrix schema_version {document.get('schema_version')!r}, this "
-                                            f"tool reads {MATRIX_SCHEMA_VERSION}")
-        entries = document.get("environments")
-        if not isinstance(entries, list) or not entries or not all(
-                isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("results"), dict)
-                for e in entries):
-            raise results_file.ResultsError(f"{path}: \"environments\" must be a list of {{name, results}}")
-        for entry in entries:
-            results_file.check(entry["results"], f"{path} [{entry['name']}]")
-        return document
+        return results_file.check(document, str(path), model="matrix")
     return results_file.load(path)
 
 

@@ -120,20 +120,26 @@ def load(path: str | Path) -> dict[str, Any]:
     return check(read_json(path, ResultsError), str(path))
 
 
-def check(document: Any, label: str) -> dict[str, Any]:
-    """``document`` if it is a results document this tool reads, else ResultsError naming ``label``."""
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
-        raise ResultsError(f"{label}: not a conformance results file (no \"schema\": \"{SCHEMA}\")")
-    version = document.get("schema_version")
-    if version not in READABLE_VERSIONS:
-        raise ResultsError(f"{label}: schema_version {version!r}, this tool reads "
-                           f"{', '.join(map(str, READABLE_VERSIONS))}")
-    cases = document.get("cases")
-    if not isinstance(cases, list) or not all(isinstance(c, dict) and {"id", "direction", "outcome"} <= set(c)
-                                              for c in cases):
-        raise ResultsError(f"{label}: \"cases\" must be a list of entries with id, direction and outcome")
-    if not isinstance(document.get("benchmarks", {}), dict):
-        raise ResultsError(f"{label}: \"benchmarks\", when present, must be an object (a benchmark summary)")
+def check(document: Any, label: str, model: str = "results") -> dict[str, Any]:
+    """``document`` if it is a results document this tool reads (a matrix document with ``model="matrix"``),
+    else ResultsError naming ``label`` and, one line each, every field that is wrong.
+
+    Validation is by the model of :mod:`conformance.schemas.results`, the same one the shipped
+    ``results.schema.json`` is generated from."""
+    from pydantic import ValidationError  # here, not at import: only reading a results file needs pydantic
+
+    from .schemas import model as format_model
+    from .schemas.base import one_line_each, problems
+    validator = format_model(model)
+    try:
+        validator.model_validate(document)
+    except ValidationError as exc:
+        found = problems(exc, validator, document)
+        # Not this format, or not a version of it this tool reads: that alone is the answer.
+        found = [p for p in found if p[0] in ("", "schema", "schema_version")][:1] or found
+        path, message = found[0]
+        where = f"field {path}: " if path not in ("", "schema", "schema_version") else ""
+        raise ResultsError(f"{label}: {where}{message}{one_line_each(found)}") from None
     return document
 
 

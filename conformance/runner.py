@@ -157,11 +157,13 @@ def _fresh_keras_names() -> Iterator[None]:
         global_state.set_global_attribute("object_name_uids", saved)
 
 
-def _pair_for(case: Case) -> Any:
+def pair_for(case: Case) -> tuple[Any, dict[str, Any]]:
+    """The case's pair, built once for both directions (and the benchmarks), with the memo that lets the
+    second direction's transfer reuse the first one's pairing (see ``transfer_between_twins``)."""
     from .pair import build_pair
     if case.id not in _PAIRS:
         with _fresh_keras_names():
-            _PAIRS[case.id] = build_pair(case.family, **case.params)
+            _PAIRS[case.id] = (build_pair(case.family, **case.params), {})
         while len(_PAIRS) > 4:
             _PAIRS.popitem(last=False)
     return _PAIRS[case.id]
@@ -283,10 +285,10 @@ def on_device(module: Any, device: str) -> Any:
 def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cpu") -> None:
     from .comparison import compare
     from .pair import randomize_keras, randomize_torch
-    from .transfer import transfer_weights
+    from .transfer import transfer_between_twins
 
     clock = time.perf_counter()
-    pair = _pair_for(case)
+    pair, memo = pair_for(case)
     on_device(pair.torch, torch_device)
     result.timings["build"] = time.perf_counter() - clock
     weight_seed = case.seed + (1 if direction == "torch->keras" else 2)
@@ -297,7 +299,7 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
         randomize_keras(pair.keras, weight_seed)
         source, destination = pair.keras, pair.torch
     clock = time.perf_counter()
-    mapping = transfer_weights(source, destination)
+    mapping = transfer_between_twins(source, destination, memo)
     result.timings["transfer"] = time.perf_counter() - clock
     result.mapping = [asdict(row) for row in mapping]
 
@@ -305,7 +307,7 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
     inputs = pair.sample_inputs(case.seed, case.batch)
     if result.mode == "train":
         from .gradients import judge_training
-        judge_training(pair, case, direction, result, tolerance, list(inputs))
+        judge_training(pair, case, direction, result, tolerance, list(inputs), memo)   # the transfer's pairing
         return
     clock = time.perf_counter()
     comparison = compare(pair.torch, pair.keras, list(inputs), tolerance=tolerance,

@@ -231,14 +231,15 @@ def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit],
     return _Pairing(t_list, k_list, depths, "graph", (t_graph, k_graph))
 
 
-def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None, gradients: bool = False
-          ) -> tuple[list[_Write], str, list[tuple[Any, Any]]]:
+def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None,
+          paired: _Pairing | None = None, gradients: bool = False) -> tuple[list[_Write], str, list[tuple[Any, Any]]]:
     """Every write the transfer will make, computed and checked before any is made; how layers paired; and
     the hooks to call on Keras layers after writing into them (Normalization recomputes its statistics).
     With ``gradients`` (the Keras model holds gradients, :mod:`conformance.gradients`), keras->torch values
     of rules that are no bijection are their adjoints, which never refuse."""
-    paired = _paired_order(torch_model, keras_model, _torch_units(torch_model), _keras_units(keras_model),
-                           example_inputs)
+    if paired is None:
+        paired = _paired_order(torch_model, keras_model, _torch_units(torch_model), _keras_units(keras_model),
+                               example_inputs)
     t_units, k_units, depths, pairing = paired.torch, paired.keras, paired.depths, paired.how
     t_graph, k_graph = paired.graphs or (None, None)
     context = Context(keras_links=nested_inputs(keras_model))
@@ -378,6 +379,18 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
     call order, torch modules in registration order, or in call order with ``example_inputs``),
     and the report's ``pairing`` says so.
     """
+    return _transfer(src, dst, example_inputs, None)
+
+
+def transfer_between_twins(src: Any, dst: Any, memo: dict[str, Any]) -> TransferReport:
+    """:func:`transfer_weights` for a runner that moves weights both ways between one pair of models that
+    it built itself and never restructures: the data-flow pairing, which costs a traced forward pass,
+    is computed on the first call and kept in ``memo`` (one dict per pair) for the next. Not for
+    users' models, whose structure may change between calls."""
+    return _transfer(src, dst, None, memo)
+
+
+def _transfer(src: Any, dst: Any, example_inputs: Any, memo: dict[str, Any] | None) -> TransferReport:
     if _is_torch(src) and _is_keras(dst):
         torch_model, keras_model, to_keras = src, dst, True
     elif _is_keras(src) and _is_torch(dst):
@@ -385,7 +398,11 @@ def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> Trans
     else:
         raise ConversionError(f"transfer_weights needs one torch.nn.Module and one keras.Model, got "
                               f"{type(src).__name__} and {type(dst).__name__}")
-    writes, pairing, after = _plan(torch_model, keras_model, to_keras, example_inputs)
+    paired = memo.get("pairing") if memo is not None else None
+    if memo is not None and paired is None:
+        paired = memo["pairing"] = _paired_order(torch_model, keras_model, _torch_units(torch_model),
+                                                 _keras_units(keras_model), example_inputs)
+    writes, pairing, after = _plan(torch_model, keras_model, to_keras, example_inputs, paired)
     import torch
     with torch.no_grad():
         for write in writes:

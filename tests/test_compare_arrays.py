@@ -178,6 +178,8 @@ def _keras_like(shape: tuple[Any, ...] | None, data_format: str | None = None, *
     ((None, None, 3), None, True),            # free sizes fit
     ((7, 7), None, False),                    # another rank fits neither: the first layer decides
     ((5, 6, 3), None, False),                 # larger than either reading: fits neither
+    ((5, 6, 3, 1), None, False),              # another rank: fits neither, even where a prefix agrees
+    ((5, 6), None, False),                    # a lower rank too
 ])
 def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...], data_format: str | None,
                                                         expected: bool) -> None:
@@ -186,6 +188,8 @@ def test_the_keras_input_layout_is_read_from_the_model(declared: tuple[Any, ...]
         shape = (2, 3, 7)
     if declared == (5, 6, 3) and not expected:
         shape = (2, 3, 4, 5)
+    if declared in ((5, 6, 3, 1), (5, 6)):
+        shape = (2, 3, 5, 6)
     assert comparison._keras_input_is_channels_last(_keras_like(declared, data_format), shape) is expected
 
 
@@ -224,9 +228,20 @@ def test_the_first_keras_input_decides_and_vectors_never_move() -> None:
     assert comparison._keras_input_is_channels_last(_keras_like((6,), "channels_last"), (2, 6)) is False
     first_decides = _keras_like((3, 3, 3), "channels_first", (4,))     # both readings fit: ask the first input
     assert comparison._keras_input_is_channels_last(first_decides, (2, 3, 3, 3)) is False
+    two_readers = _keras_like((3, 3, 3), "channels_first")             # ... and its first reader
+    nodes = two_readers.inputs[0]._keras_history.operation._outbound_nodes
+    nodes.append(SimpleNamespace(operation=SimpleNamespace(data_format="channels_last")))
+    assert comparison._keras_input_is_channels_last(two_readers, (2, 3, 3, 3)) is False
 
 
 def test_outputs_masked_everywhere_have_no_error() -> None:
     t = np.array([np.nan, np.inf])
     result = compare_arrays(t, t.copy(), TOL)
     assert result.passed and result.max_abs_error == 0 and result.headroom == 0
+
+
+def test_a_comparison_is_an_immutable_value() -> None:
+    import dataclasses
+    result = compare_arrays(np.zeros(2), np.zeros(2), TOL)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.passed = False  # type: ignore[misc]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -88,3 +89,22 @@ def test_an_output_of_another_rank_than_the_input_is_compared_as_it_is() -> None
     result = conformance.compare(_AddAxis(), lambda inputs, training=False: np.moveaxis(inputs, -1, 1)[..., None], x,
                                  channels_last=True)
     assert result.passed, result.summary()
+
+
+class _Masking(nn.Module):
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return image * mask
+
+
+def test_boolean_masks_stay_channels_first_and_options_are_keywords() -> None:
+    rng = np.random.default_rng(2)
+    image, mask = rng.uniform(-1, 1, (2, 3, 4, 5)).astype(np.float32), rng.random((2, 3, 4, 5)) < 0.5
+    seen: list[Any] = []
+
+    def keras_like(inputs: Any, training: bool = False) -> np.ndarray:
+        seen.extend(np.asarray(a) for a in inputs)
+        return inputs[0] * np.moveaxis(np.asarray(inputs[1]), 1, -1)
+    assert conformance.compare(_Masking(), keras_like, [image, mask], channels_last=True).passed
+    assert seen[1].shape == (2, 3, 4, 5)
+    with pytest.raises(TypeError):
+        conformance.compare(_Masking(), keras_like, [image, mask], None, True)  # type: ignore[misc]

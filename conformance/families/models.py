@@ -34,6 +34,7 @@ from .base import (
     optional,
     shape,
 )
+from .norm import keras_momentum
 
 
 @cache
@@ -100,18 +101,22 @@ def _torch_modules() -> dict[str, Any]:
             "lstm_classifier": LSTMClassifier, "transformer_block": TransformerBlock}
 
 
+# torch's default BatchNorm momentum (0.1), mapped once (the torch blocks above use that default).
+_BN_MOMENTUM = keras_momentum(0.1)
+
+
 def _keras_residual(p: Params, x: Any) -> Any:
     import keras
     L = keras.layers
     cin, cout, stride = p["input_shape"][0], p["out_channels"], p["stride"]
     out = L.Conv2D(cout, 3, stride, use_bias=False)(L.ZeroPadding2D(1)(x))
-    out = L.ReLU()(L.BatchNormalization(epsilon=1e-5, momentum=0.9)(out))
+    out = L.ReLU()(L.BatchNormalization(epsilon=1e-5, momentum=_BN_MOMENTUM)(out))
     out = L.Conv2D(cout, 3, 1, use_bias=False)(L.ZeroPadding2D(1)(out))
-    out = L.BatchNormalization(epsilon=1e-5, momentum=0.9)(out)
+    out = L.BatchNormalization(epsilon=1e-5, momentum=_BN_MOMENTUM)(out)
     shortcut = x
     if stride != 1 or cin != cout:
         shortcut = L.Conv2D(cout, 1, stride, use_bias=False)(x)
-        shortcut = L.BatchNormalization(epsilon=1e-5, momentum=0.9)(shortcut)
+        shortcut = L.BatchNormalization(epsilon=1e-5, momentum=_BN_MOMENTUM)(shortcut)
     return L.ReLU()(L.Add()([out, shortcut]))
 
 
@@ -121,11 +126,11 @@ def _keras_inverted(p: Params, x: Any) -> Any:
     cin, cout, stride = p["input_shape"][0], p["out_channels"], p["stride"]
     hidden = cin * p["expand"]
     out = L.Conv2D(hidden, 1, use_bias=False)(x)
-    out = L.Activation("hard_silu")(L.BatchNormalization(epsilon=1e-5, momentum=0.9)(out))
+    out = L.Activation("hard_silu")(L.BatchNormalization(epsilon=1e-5, momentum=_BN_MOMENTUM)(out))
     out = L.DepthwiseConv2D(3, stride, use_bias=False)(L.ZeroPadding2D(1)(out))
-    out = L.Activation("hard_silu")(L.BatchNormalization(epsilon=1e-5, momentum=0.9)(out))
+    out = L.Activation("hard_silu")(L.BatchNormalization(epsilon=1e-5, momentum=_BN_MOMENTUM)(out))
     out = L.Conv2D(cout, 1, use_bias=False)(out)
-    out = L.BatchNormalization(epsilon=1e-5, momentum=0.9)(out)
+    out = L.BatchNormalization(epsilon=1e-5, momentum=_BN_MOMENTUM)(out)
     return L.Add()([out, x]) if stride == 1 and cin == cout else out
 
 

@@ -38,9 +38,24 @@ def _build_torch(n: int) -> Any:
     return build
 
 
+def keras_momentum(torch_momentum: float | None) -> float:
+    """Keras ``BatchNormalization(momentum=)`` for torch's ``BatchNormNd(momentum=)``: the one place it is mapped.
+
+    torch updates ``running = (1 - m) * running + m * batch``; Keras updates
+    ``moving = m' * moving + (1 - m') * batch``; so ``m' = 1 - m``. torch's ``momentum=None``
+    (a cumulative average over every batch seen) has no Keras counterpart and is refused.
+    """
+    if torch_momentum is None:
+        raise ValueError("BatchNorm momentum=None (torch's cumulative moving average) has no Keras "
+                         "BatchNormalization equivalent; use a fixed momentum")
+    if not 0.0 <= float(torch_momentum) <= 1.0:
+        raise ValueError(f"BatchNorm momentum must lie in [0, 1], got {torch_momentum!r}")
+    return 1.0 - float(torch_momentum)
+
+
 def _build_keras(p: Params, x: Any) -> Any:
     import keras
-    return keras.layers.BatchNormalization(axis=-1, epsilon=p["eps"], momentum=1.0 - p["momentum"],
+    return keras.layers.BatchNormalization(axis=-1, epsilon=p["eps"], momentum=keras_momentum(p["momentum"]),
                                            center=p["affine"], scale=p["affine"])(x)
 
 

@@ -1,0 +1,97 @@
+"""Training case files: ``scenario = ...`` plus ``[[grid]]`` tables, expanded into concrete cases.
+
+A proposal for the catalogue's shape (``cases/training/*.toml``, which the layer catalogue does not
+read), kept small so that the runner can adopt it or fold it into ``cases.py``::
+
+    scenario = "fine_tune"
+    description = "10 steps from converted weights, both directions"
+
+    [[grid]]
+    model = "residual_block"
+    optimizer = ["sgd", "adam"]
+    source = ["torch", "keras"]
+    correction = [false, true]
+    expect = "auto"          # or "none", or a divergence rule name
+
+Every value in a grid is one value or a list of alternatives; a value that is itself a list
+(``input_shape``, ``betas``) is written as a list of lists. Each concrete case runs with
+``run_scenario(case.scenario, expect=case.expect, **case.params)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CaseError
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """One concrete training case: a scenario, its parameters, and the divergence it records."""
+
+    file: str
+    scenario: str
+    params: dict[str, Any]
+    expect: str | None = "auto"
+
+    @property
+    def id(self) -> str:
+        shown = "-".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return f"{self.scenario}[{shown}]"
+
+    def run(self) -> Any:
+        from .scenarios import run_scenario
+        try:
+            return run_scenario(self.scenario, expect=self.expect, **self.params)
+        except CaseError as exc:
+            raise exc.located(file=self.file, case=self.id) from None
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "x".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def load_file(path: str | Path) -> list[TrainingCase]:
+    """The concrete cases of one training case file, each checked against its scenario's parameters."""
+    from .scenarios import check_params
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CaseError(f"cannot read: {exc}", file=str(path)) from None
+    scenario = data.get("scenario")
+    if not isinstance(scenario, str):
+        raise CaseError("missing scenario = \"...\" (batch_norm_training, optimizer_step or fine_tune)",
+                        file=str(path), field="scenario")
+    unknown = set(data) - {"scenario", "description", "grid"}
+    if unknown:
+        raise CaseError(f"unknown top-level keys {sorted(unknown)}", file=str(path), field=sorted(unknown)[0])
+    grids = data.get("grid") or [{}]
+    cases = []
+    for number, grid in enumerate(grids, start=1):
+        options = {key: value if isinstance(value, list) else [value] for key, value in grid.items()}
+        for combination in itertools.product(*options.values()):
+            params = dict(zip(options, combination, strict=True))
+            expect = params.pop("expect", "auto")
+            case = TrainingCase(str(path), scenario, params, None if expect == "none" else expect)
+            try:
+                check_params(scenario, params)
+            except CaseError as exc:
+                raise CaseError(exc.detail, file=str(path), case=f"grid {number}: {case.id}",
+                                field=exc.field) from None
+            cases.append(case)
+    return cases
+
+
+def load(directory: str | Path) -> list[TrainingCase]:
+    """Every training case of every ``*.toml`` file in ``directory``, in file order."""
+    files = sorted(Path(directory).glob("*.toml"))
+    if not files:
+        raise CaseError("no *.toml training case files", file=str(directory))
+    return [case for path in files for case in load_file(path)]
