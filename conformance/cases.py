@@ -11,6 +11,10 @@ optional unless marked):
     seed = 0                           # mixed into every case's seed
     batch = 2
     tier = "default"                   # or "extended": slow cases, run with -m extended
+    mode = "inference"                 # or "train" (also per [[grid]], as a list): gradients, dropout
+                                       # statistics (conformance.gradients); ids end in "-train". For a
+                                       # family with a parameter of that name (upsample), `mode` in a
+                                       # grid or `when` is the parameter, and only this top-level key sets it
     [layout]                           # the rules in words; checked against the converter's
     weight = "O I H W -> H W I O"
     input = "N C H W -> N H W C"
@@ -61,6 +65,7 @@ if TYPE_CHECKING:
     from .schemas.case import CaseFile
 
 DIRECTIONS = ("torch->keras", "keras->torch")
+MODES = ("inference", "train")
 FRAMEWORKS = ("tensorflow", "keras", "torch", "jax")   # the model's Framework, in the same order
 
 
@@ -90,10 +95,12 @@ class Divergence:
         backends = self.environment.get("keras_backend", ())
         return str(backends[0]) if len(backends) == 1 else ""
 
-    def matches(self, params: Mapping[str, Any], direction: str) -> bool:
+    def matches(self, params: Mapping[str, Any], direction: str, mode: str = "inference") -> bool:
+        """``when`` may name ``mode``; without it a record holds in both modes."""
         if self.direction not in ("both", direction):
             return False
-        return all(params.get(key) in values for key, values in self.when.items())
+        return all((mode if key == "mode" and key not in params else params.get(key)) in values
+                   for key, values in self.when.items())
 
     def applies_to(self, installed: Mapping[str, str], facts: Mapping[str, Any] | str = "") -> bool:
         """Whether the installed versions and the environment facts fall inside the record's scope.
@@ -144,15 +151,16 @@ class Case:
     divergences: tuple[Divergence, ...]
     layouts: Mapping[str, str]
     tier: str = "default"
+    mode: str = "inference"                  # or "train": gradients and training behaviour are compared
 
     def divergence_for(self, direction: str) -> Divergence | None:
         """The first record whose parameters match, in any environment."""
-        return next((d for d in self.divergences if d.matches(self.params, direction)), None)
+        return next((d for d in self.divergences if d.matches(self.params, direction, self.mode)), None)
 
     def record_for(self, direction: str, installed: Mapping[str, str], facts: Mapping[str, Any]) -> Divergence | None:
         """The record that applies to this case here: its parameters match and the versions and
         environment facts fall in its scope."""
-        return next((d for d in self.divergences if d.matches(self.params, direction)
+        return next((d for d in self.divergences if d.matches(self.params, direction, self.mode)
                      and d.applies_to(installed, facts)), None)
 
 
@@ -167,8 +175,9 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def case_id(family: Family, params: Mapping[str, Any]) -> str:
-    """``conv2d[k3-s2-p1-d1-g1-bias-in4x16x16]``: every id-bearing parameter, in the family's order."""
+def case_id(family: Family, params: Mapping[str, Any], mode: str = "inference") -> str:
+    """``conv2d[k3-s2-p1-d1-g1-bias-in4x16x16]``: every id-bearing parameter, in the family's order;
+    a train case ends in ``-train`` (inference ids carry no mode, so they stay as they always were)."""
     parts = []
     for name, spec in family.params.items():
         if spec.abbrev is None:
@@ -180,6 +189,8 @@ def case_id(family: Family, params: Mapping[str, Any]) -> str:
             parts.append(f"{spec.abbrev}{'x'.join(map(str, value))}")
         else:
             parts.append(f"{spec.abbrev}{format_value(value)}")
+    if mode != "inference":
+        parts.append(mode)
     return f"{family.name}[{'-'.join(parts)}]"
 
 
@@ -206,6 +217,9 @@ def _divergences(model: CaseFile, family: Family, file: str) -> tuple[Divergence
             where = f"{kind}[{i}]"
             pattern: dict[str, tuple[Any, ...]] = {}
             for key, values in entry.when.items():
+                if key == "mode" and key not in family.params:
+                    pattern[key] = tuple(_mode(v, file, f"{where}.when.mode") for v in _alternatives(values))
+                    continue
                 spec = family.params.get(key)
                 if spec is None:
                     raise CaseError(f"{family.name} has no parameter {key!r}", file=file,
@@ -226,6 +240,12 @@ def _divergences(model: CaseFile, family: Family, file: str) -> tuple[Divergence
             records.append(Divergence(pattern, entry.reason.strip(), entry.direction, versions, entry.link.strip(),
                                       environment, kind, framework, message))
     return tuple(records)
+
+
+def _mode(value: Any, file: str, where: str) -> str:
+    if value not in MODES:
+        raise CaseError(f"expected 'inference' or 'train', got {value!r}", file=file, field=where)
+    return str(value)
 
 
 def _layouts(raw: Mapping[str, str], family: Family, file: str) -> dict[str, str]:
@@ -283,8 +303,10 @@ def load_file(path: str | Path) -> list[Case]:
     layouts = _layouts(model.layout, family, file)
 
     cases: dict[str, Case] = {}
-    for block in model.grid:
+    for index, block in enumerate(model.grid):
         for params in _expand_grid(block.model_extra or {}, block.exclude):
+            mode = model.mode if "mode" in family.params else \
+                _mode(params.pop("mode", model.mode), file, f"grid[{index}].mode")   # upsample has its own
             label = f"{family.name}{params}"
             try:
                 normalised = family.normalise(params)
@@ -293,7 +315,7 @@ def load_file(path: str | Path) -> list[Case]:
                 if exc.field == "input_shape" and "expected a list of sizes" in exc.detail:
                     hint = " (grid values are lists of alternatives: write input_shape = [[4, 16, 16]])"
                 raise CaseError(exc.detail + hint, file=file, case=label, field=exc.field) from None
-            cid = case_id(family, normalised)
+            cid = case_id(family, normalised, mode)
             if cid in cases:
                 if cases[cid].params != normalised:
                     raise CaseError(f"two different cases get the same id {cid} ({dict(cases[cid].params)} and "
@@ -301,8 +323,9 @@ def load_file(path: str | Path) -> list[Case]:
                 continue   # two grid blocks may overlap; the case runs once
             seed = (zlib.crc32(cid.encode()) ^ model.seed) & 0x7FFFFFFF
             cases[cid] = Case(cid, family.name, normalised, file, seed, model.batch, tolerance, divergences, layouts,
-                              model.tier)
-    used = {id(d) for c in cases.values() for d in c.divergences if any(d.matches(c.params, x) for x in DIRECTIONS)}
+                              model.tier, mode)
+    used = {id(d) for c in cases.values() for d in c.divergences
+            if any(d.matches(c.params, x, c.mode) for x in DIRECTIONS)}
     for kind in ("divergence", "unsupported"):
         for i, record in enumerate(r for r in divergences if r.kind == kind):
             if id(record) not in used:

@@ -286,7 +286,7 @@ def _crashed(report: pytest.TestReport) -> dict[str, Any] | None:
     crash = next((line for line in text if "crashed" in line or "Signal" in line or "signal" in line),
                  text[-1] if text else "no message")
     result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
-                        tier=case.tier,
+                        tier=case.tier, mode=case.mode,
                         message=f"the process running this case crashed (a segfault or abort in a kernel?): {crash}")
     return result.to_json()
 

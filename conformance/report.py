@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from .escape import _e, _x
 from .report_assets import BENCH_CSS, CSS, JS
+from .report_train import training_section
 from .results import OUTCOMES
 
 _ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorFlow"), ("keras", "Keras"),
@@ -86,6 +87,7 @@ def render(document: dict[str, Any], baseline: dict[str, Any] | None = None) -> 
         "<main id='families' aria-live='polite'></main>",
         "<noscript><p class='warn'>The matrix and per-case details need JavaScript; the summary above "
         "does not.</p></noscript>",
+        training_section(cases),
         _divergences(document.get("divergences") or [], cases),
         _benchmarks(document.get("benchmarks")),
         "<div id='tip' role='tooltip' hidden></div>",
@@ -189,6 +191,7 @@ def _controls(counts: Counter[str]) -> str:
                      (("h0", "<1e-4"), ("h1", "<1e-3"), ("h2", "<1e-2"), ("h3", "<0.1"), ("h4", "<0.5"),
                       ("h5", "≤1")))
     legend += "".join(f"<span><i class='c o-{o}'></i>{o}</span>" for o in OUTCOMES if o != "passed")
+    legend += "<span><i class='c o-passed h0 tr'></i>train mode</span>"
     return (
         "<section id='controls'><div class='bar'>"
         "<input id='q' type='search' placeholder='search ids, params, messages (/ to focus)' "

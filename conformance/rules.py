@@ -34,6 +34,15 @@ class WeightRule:
     def to_torch(self, array: np.ndarray) -> np.ndarray:
         return array if self.layout is None else self.layout.invert(array, **self.sizes)
 
+    bijective = True                # False: gradients move by gradient_to_torch, not as the weights do
+
+    def gradient_to_torch(self, keras_gradient: np.ndarray) -> np.ndarray | None:
+        """The gradient with respect to this torch tensor, given the Keras variable's, where the rule is
+        not a bijection (a sum of two biases, a folded bias, a dense kernel with zeros off its group
+        blocks): the rule's adjoint, which is not its weight inverse there. ``None`` for bijections,
+        whose gradients move exactly as their weights do (a permutation's adjoint is its inverse)."""
+        return None
+
     def describe(self, inverse: bool = False) -> str:
         """The rule as applied: torch -> keras, or with ``inverse`` keras -> torch."""
         text = "copy" if self.layout is None else str(self.layout.inverse if inverse else self.layout)

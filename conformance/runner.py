@@ -55,13 +55,20 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)     # what torch and keras warned about during the case
     log: list[str] = field(default_factory=list)          # what the frameworks logged meanwhile (retracing notices):
     #                                                       depends on what the process ran before, like timings
+    mode: str = "inference"                               # "train": see conformance.gradients
+    training: dict[str, Any] | None = None                # train cases: what was compared, the worst, statistics
 
     @property
     def ok(self) -> bool:
         return self.outcome in ("passed", "divergence", "unsupported", "skipped")
 
     def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        """Inference entries carry no ``mode`` or ``training``: they read as they did before train cases
+        existed (a reader takes a missing ``mode`` as "inference")."""
+        out = asdict(self)
+        if self.mode == "inference":
+            del out["mode"], out["training"]
+        return _jsonable(out)
 
     def reproducer(self) -> str:
         kwargs = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -74,6 +81,9 @@ class CaseResult:
         lines = [f"{self.id} {self.direction}: {self.outcome.upper()}"]
         if self.message:
             lines.append(f"  {self.message}")
+        if self.training and self.training.get("worst"):
+            lines.append(f"  training mode: worst of {len(self.training.get('compared', []))} comparisons is "
+                         f"{self.training['worst']}")
         if self.max_abs_error is not None and self.worst:
             lines.append(f"  max abs error {self.max_abs_error:.4g}, max rel error {self.max_rel_error:.4g}; "
                          f"allowed {self.allowed_error:.4g} at the worst element; headroom {self.headroom:.4g} "
@@ -182,7 +192,7 @@ def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResul
     """
     from .facts import scope_facts
     result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
-                        tier=case.tier)
+                        tier=case.tier, mode=getattr(case, "mode", "inference"))
     facts = scope_facts(torch_device)
     record = case.record_for(direction, installed_versions(), facts)
     if record is not None:
@@ -295,6 +305,10 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
 
     tolerance = case.tolerance or pair.family.tolerance(pair.params)
     inputs = pair.sample_inputs(case.seed, case.batch)
+    if result.mode == "train":
+        from .gradients import judge_training
+        judge_training(pair, case, direction, result, tolerance, list(inputs), memo)   # the transfer's pairing
+        return
     clock = time.perf_counter()
     comparison = compare(pair.torch, pair.keras, list(inputs), tolerance=tolerance,
                          channels_last=pair.channels_last)

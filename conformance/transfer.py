@@ -232,9 +232,11 @@ def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit],
 
 
 def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: Any = None,
-          paired: _Pairing | None = None) -> tuple[list[_Write], str, list[tuple[Any, Any]]]:
+          paired: _Pairing | None = None, gradients: bool = False) -> tuple[list[_Write], str, list[tuple[Any, Any]]]:
     """Every write the transfer will make, computed and checked before any is made; how layers paired; and
-    the hooks to call on Keras layers after writing into them (Normalization recomputes its statistics)."""
+    the hooks to call on Keras layers after writing into them (Normalization recomputes its statistics).
+    With ``gradients`` (the Keras model holds gradients, :mod:`conformance.gradients`), keras->torch values
+    of rules that are no bijection are their adjoints, which never refuse."""
     if paired is None:
         paired = _paired_order(torch_model, keras_model, _torch_units(torch_model), _keras_units(keras_model),
                                example_inputs)
@@ -264,7 +266,8 @@ def _plan(torch_model: Any, keras_model: Any, to_keras: bool, example_inputs: An
         rules = converter.rules(module, layer, context)
         position = f"pair {pair + 1}" + (f", depth {depths[i]}" if depths[i] else "")
         for rule in rules:
-            writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where, position))
+            writes.extend(_plan_rule(rule, t_name, k_name, tensors, variables, to_keras, where, position,
+                                     gradients))
         if converter.after_keras_write is not None:
             after.extend((converter.after_keras_write, unit.layer) for unit in k_span)
         ignored = {k for k in tensors if k.split(".")[-1] in converter.ignore_torch}
@@ -307,6 +310,7 @@ class _Write:
     plan: Plan | None
     value: np.ndarray | None
     row: MappingRow
+    rule: WeightRule | None = None       # for gradients (conformance.gradients): rules that are no bijection
 
 
 def _is_rearrangement(rule: WeightRule) -> bool:
@@ -320,7 +324,7 @@ def _described_inverse(rule: WeightRule) -> str:
 
 
 def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, Any], variables: dict[str, Any],
-               to_keras: bool, where: str, position: str = "") -> list[_Write]:
+               to_keras: bool, where: str, position: str = "", gradients: bool = False) -> list[_Write]:
     tensor, variable = tensors.get(rule.torch), variables.get(rule.keras)
     if tensor is None and variable is None and rule.optional:
         return []
@@ -347,8 +351,12 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
             plan = None if layout is None else layout.plan(source[1], **rule.sizes)
             result = source[1] if plan is None else plan.result
         else:
-            value = (rule.to_keras(tensor.detach().cpu().numpy()) if to_keras
-                     else rule.to_torch(np.asarray(variable.numpy())))
+            if to_keras:
+                value = rule.to_keras(tensor.detach().cpu().numpy())
+            else:
+                array = np.asarray(variable.numpy())
+                adjoint = rule.gradient_to_torch(array) if gradients and not rule.bijective else None
+                value = rule.to_torch(array) if adjoint is None else adjoint
             result = tuple(value.shape)
     except ValueError as exc:
         raise ConversionError(f"{where}: {rule.torch} {t_shape} and {rule.keras} {k_shape} do not fit "
@@ -356,7 +364,7 @@ def _plan_rule(rule: WeightRule, t_name: str, k_name: str, tensors: dict[str, An
     if tuple(result) != target[1]:
         raise ConversionError(f"{where}: {source[0]} {source[1]} becomes {tuple(result)} under "
                               f"{rule.describe()}, but {target[0]} is {target[1]}")
-    return [_Write(variable if to_keras else tensor, tensor if to_keras else variable, plan, value, row)]
+    return [_Write(variable if to_keras else tensor, tensor if to_keras else variable, plan, value, row, rule)]
 
 
 def transfer_weights(src: Any, dst: Any, *, example_inputs: Any = None) -> TransferReport:

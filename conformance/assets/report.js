@@ -73,7 +73,7 @@
     var c = v.by[dir];
     if (!c) return '<i class="c none"></i>';
     var cls = 'c o-' + c.outcome + (c.outcome === 'passed' ? ' ' + shade(c.headroom) : '') +
-      (flags[key(c)] ? ' flag' : '');
+      (flags[key(c)] ? ' flag' : '') + (c.mode === 'train' ? ' tr' : '');
     return '<i class="' + cls + '" data-i="' + c._i + '"></i>';
   }
   function famHtml(f) {
@@ -153,6 +153,19 @@
       baseline ? ['baseline', b ? esc(b[0]) + ', headroom ' + fmt(b[1]) : 'absent'] : null,
       flags[key(c)] ? ['regression', '<b class="warn">' + esc(flags[key(c)].replace(/_/g, ' ')) + '</b>'] : null
     ]);
+    var g = c.training;
+    if (g) {
+      out += '<div class="sub">training mode (' + esc(g.judged || '') + ')</div>';
+      if (g.compared) {
+        out += '<table class="map"><tr><th>compared</th><th>max abs error</th><th>headroom</th></tr>' +
+          g.compared.map(function (x) {
+            return '<tr><td class="mono">' + esc(x.name) + '</td><td>' + fmt(x.max_abs_error) + '</td><td>' +
+              fmt(x.headroom) + (x.name === g.worst ? ' <b>worst</b>' : '') + '</td></tr>';
+          }).join('') + '</table>';
+      } else {
+        out += '<pre class="msg">' + esc(JSON.stringify(g, null, 1)) + '</pre>';
+      }
+    }
     if (c.mapping && c.mapping.length) {
       out += '<div class="sub">layout rules applied</div><table class="map"><tr><th>source</th><th>shape</th>' +
         '<th>rule</th><th>destination</th><th>shape</th></tr>' + c.mapping.map(function (m) {

@@ -228,6 +228,8 @@ class GroupedTransposeKernel(WeightRule):
     every kernel that to_torch accepts.
     """
 
+    bijective = False
+
     groups: int = 1
 
     def _dense_layout(self, ndim: int) -> Layout:
@@ -242,7 +244,15 @@ class GroupedTransposeKernel(WeightRule):
             dense[b * i_group:(b + 1) * i_group, b * o_group:(b + 1) * o_group] = array[b * i_group:(b + 1) * i_group]
         return self._dense_layout(array.ndim).apply(dense)
 
+    def gradient_to_torch(self, keras_gradient: np.ndarray) -> np.ndarray:
+        """The adjoint of writing blocks into zeros: read the blocks, whatever lies off them (the
+        gradient of an entry that is always zero is not zero)."""
+        return self._blocks(keras_gradient, refuse=False)
+
     def to_torch(self, array: np.ndarray) -> np.ndarray:
+        return self._blocks(array, refuse=True)
+
+    def _blocks(self, array: np.ndarray, refuse: bool) -> np.ndarray:
         g = self.groups
         dense = self._dense_layout(array.ndim).invert(array)
         i_total, o_total = dense.shape[:2]
@@ -257,7 +267,7 @@ class GroupedTransposeKernel(WeightRule):
             off_block[rows, cols] = False
             blocks.append(dense[rows, cols])
         stray = np.abs(dense[off_block])
-        if stray.size and stray.max() != 0:
+        if refuse and stray.size and stray.max() != 0:
             raise ValueError(f"the Keras model cannot be represented by a grouped torch layer: its dense kernel "
                              f"has {int((stray != 0).sum())} non-zero entries (largest {stray.max():.3g}) off the "
                              f"{g} group blocks, where groups={g} has no connection")

@@ -299,6 +299,14 @@ class FunctionRule(WeightRule):
     forward: Callable[[np.ndarray], np.ndarray]
     backward: Callable[[np.ndarray], np.ndarray]
     text: str
+    adjoint: Callable[[np.ndarray], np.ndarray] | None = None   # for gradients, where backward is no inverse
+
+    @property
+    def bijective(self) -> bool:   # type: ignore[override]
+        return self.adjoint is None
+
+    def gradient_to_torch(self, keras_gradient: np.ndarray) -> np.ndarray | None:
+        return None if self.adjoint is None else self.adjoint(keras_gradient)
 
     def to_keras(self, array: np.ndarray) -> np.ndarray:
         return self.forward(array)
@@ -351,10 +359,11 @@ def _bias_rules(kind: Kind, module: Any, suffix: str, keras_path: str) -> list[W
                              forward=lambda b: np.stack([to_keras(live(ih)), to_keras(b)]),
                              backward=lambda k: to_torch(k[1]))]
     note = "inverse not unique: keras->torch puts the whole bias in b_ih and zeros in b_hh"
+    # The sum's adjoint: each torch bias gets the whole gradient of the Keras bias.
     return [FunctionRule(ih, keras_path, optional=True, text="b_ih + b_hh", note=note,
-                         forward=lambda b: b + live(hh), backward=lambda k: k.copy()),
+                         forward=lambda b: b + live(hh), backward=lambda k: k.copy(), adjoint=np.copy),
             FunctionRule(hh, keras_path, optional=True, text="b_ih + b_hh", note=note,
-                         forward=lambda b: live(ih) + b, backward=np.zeros_like)]
+                         forward=lambda b: live(ih) + b, backward=np.zeros_like, adjoint=np.copy)]
 
 
 def _cell_rules(kind: Kind, module: Any, suffix: str, cell: Any,

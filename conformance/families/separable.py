@@ -120,6 +120,8 @@ class FoldedBias(WeightRule):
     values read when the transfer is planned. keras->torch gives ``b1 = bias`` and ``b0 = 0``.
     """
 
+    bijective = False
+
     pointwise_weight: np.ndarray | None = None      # W1 as (O, C*m)
     depthwise_bias: np.ndarray | None = None        # b0
     pointwise_bias: np.ndarray | None = None        # b1
@@ -134,6 +136,14 @@ class FoldedBias(WeightRule):
             return array
         assert self.depthwise_bias is not None
         return np.zeros(self.depthwise_bias.shape, dtype=array.dtype)
+
+    def gradient_to_torch(self, keras_gradient: np.ndarray) -> np.ndarray:
+        """The fold's adjoint: d/db1 = g, d/db0 = W1^T g (W1 as planned, the weights' values)."""
+        if self.torch == "1.bias":
+            return keras_gradient
+        assert self.pointwise_weight is not None
+        return (self.pointwise_weight.astype(np.float64).T @ keras_gradient.astype(np.float64)).astype(
+            keras_gradient.dtype)
 
     def describe(self) -> str:
         return ("folded: bias = 1.bias + 1.weight @ 0.bias (Keras has no depthwise bias); "

@@ -163,6 +163,8 @@ class CaseFile(Table):
     batch: int = Field(default=2, ge=1)
     tier: Literal["default", "extended"] = Field(default="default",
                                                  description="extended: slow cases, run with -m extended")
+    mode: Literal["inference", "train"] = Field(default="inference", description=(
+        "train: gradients and training behaviour are compared (conformance.gradients); also a grid key"))
     layout: dict[str, str] = Field(default={}, description="the layout rules in words, checked against the "
                                                            "converter's: weight = 'O I H W -> H W I O'")
     tolerance: Tolerance | None = Absent()

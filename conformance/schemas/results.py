@@ -58,6 +58,9 @@ class CaseEntry(Open):
     headroom: Measure = None
     tolerance: dict[str, Any] | None = None
     divergence: dict[str, Any] | None = Field(default=None, description="the record that applied, if any")
+    mode: Literal["inference", "train"] = Field(default="inference", description="absent for inference results")
+    training: dict[str, Any] | None = Field(default=None, description=(
+        "train results: every comparison (outputs, input and weight gradients) or the dropout statistics"))
 
 
 class Record(Open):
