@@ -55,18 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ResultsCollector(config), "conformance-results")
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Both directions of a case on one worker. A pair is built once per process and serves both (a
-    DenseNet121 pair takes seconds to build); xdist's default, ``load``, hands tests out one by one, so a
-    case's two directions often landed on two workers and were built twice. ``loadscope`` keeps each
-    case's tests together. A ``--dist`` the user chose is left alone."""
-    if config.getvalue("dist") != "load" or any(a.startswith(("--dist", "-d")) for a in config.invocation_params.args):
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-    return LoadScopeScheduling(config, log)
-
-
 def _case_directories(config: pytest.Config) -> set[Path]:
     named = [config.rootpath / d for d in config.getini("conformance_cases")]
     named += [Path(d) for d in config.getoption("--conformance-cases")]

@@ -139,24 +139,3 @@ def test_runs_of_three_environments_merge_into_a_matrix(serial: Path, tmp_path: 
         header = shown.stdout[shown.stdout.index("<thead>"):shown.stdout.index("</thead>")]
         assert header.count("<th>") + header.count("<th ") == 4          # family + one column per environment
 
-
-def test_parallel_runs_keep_both_directions_of_a_case_on_one_worker() -> None:
-    """A pair is built once per process for both directions, so xdist schedules by case (loadscope), unless
-    the user chose a --dist; the scope of a case's items is the case itself."""
-    from types import SimpleNamespace
-
-    from xdist.scheduler import LoadScopeScheduling
-
-    from conformance.plugin import pytest_xdist_make_scheduler
-
-    def config(dist: str, args: list[str]) -> Any:
-        values = {"dist": dist, "tx": ["popen", "popen"], "maxschedchunk": None}
-        return SimpleNamespace(getvalue=values.get, invocation_params=SimpleNamespace(args=args),
-                               option=SimpleNamespace(**values))
-
-    scheduler = pytest_xdist_make_scheduler(config("load", ["cases", "-n", "2"]), None)
-    assert isinstance(scheduler, LoadScopeScheduling)
-    case = "cases/relu.toml::relu[in3x5]"
-    assert scheduler._split_scope(f"{case}::torch->keras") == scheduler._split_scope(f"{case}::keras->torch")
-    assert pytest_xdist_make_scheduler(config("load", ["cases", "-n", "2", "--dist", "load"]), None) is None
-    assert pytest_xdist_make_scheduler(config("worksteal", ["cases", "-n", "2"]), None) is None
