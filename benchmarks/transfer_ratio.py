@@ -8,6 +8,7 @@ speed. Run: python benchmarks/transfer_ratio.py
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import torch  # torch before TensorFlow: the other order has crashed
 import keras
 
 import conformance
+from conformance.facts import scope_facts
 
 
 def dense_stack(width: int = 2900, depth: int = 4) -> tuple[torch.nn.Module, keras.Model]:
@@ -37,6 +39,18 @@ def conv_stack(channels: int = 512, depth: int = 11) -> tuple[torch.nn.Module, k
                                                                                      activation="relu")
                                                                 for _ in range(depth)])
     return torch.nn.Sequential(*layers), model
+
+
+def flatten_dense(channels: int = 512, side: int = 7, width: int = 4096) -> tuple[torch.nn.Module, keras.Model]:
+    """VGG16's first classifier layer: a 512x7x7 map flattened into a 25088x4096 Dense (411 MB).
+
+    torch flattens C,H,W and Keras H,W,C, so the kernel's rows are re-ordered as well as
+    transposed. On a VGG16 pair this one weight dominated the whole model's transfer.
+    """
+    torch_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(channels * side * side, width))
+    keras_model = keras.Sequential([keras.Input((side, side, channels)), keras.layers.Flatten(),
+                                    keras.layers.Dense(width)])
+    return torch_model, keras_model
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:
@@ -69,8 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    facts = scope_facts()
+    print(f"isa {facts['isa']}; oneDNN {'on, kernels up to ' + facts['onednn_isa'] if facts['onednn'] else 'off'}; "
+          f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; torch threads {torch.get_num_threads()}")
     measure("dense stack", *dense_stack(), repeat=args.repeat)
     measure("conv stack", *conv_stack(), repeat=args.repeat)
+    measure("flatten->dense (VGG)", *flatten_dense(), repeat=args.repeat)
 
 
 if __name__ == "__main__":
