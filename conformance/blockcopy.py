@@ -139,8 +139,9 @@ def permute_into(source: np.ndarray, perm: Sequence[int], out: np.ndarray) -> No
         source, out = words(source), words(out)
     target = out.reshape(target_shape).transpose(np.argsort(perm))   # ``out`` seen in the source's axis order
     if source.ndim == 0:
-        tiles: list[tuple[slice, ...]] = [()]
-    elif perm == tuple(range(source.ndim)):     # a plain copy: slabs of whole rows, one run per slab
+        np.copyto(target, source, casting="no")
+        return
+    if perm == tuple(range(source.ndim)):     # a plain copy: slabs of whole rows, one run per slab
         step = max(1, -(-len(source) // 8))
         tiles = [(slice(start, start + step),) for start in range(0, len(source), step)]
     else:
