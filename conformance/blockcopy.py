@@ -69,7 +69,7 @@ def empty(nbytes: int) -> np.ndarray:
     """
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     if nbytes < HUGE_FROM or advice is None:
-        import torch   # torch's allocator aligns to 64 bytes; NumPy's only to 16, which TensorFlow would copy
+        import torch  # torch's allocator aligns to 64 bytes; NumPy's only to 16, which TensorFlow would copy
         return torch.empty(nbytes, dtype=torch.uint8).numpy()
     region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(advice)
@@ -143,7 +143,7 @@ def permute_into(source: np.ndarray, perm: Sequence[int], out: np.ndarray) -> No
         return
     if perm == tuple(range(source.ndim)):     # a plain copy: slabs of whole rows, one run per slab
         step = max(1, -(-len(source) // 8))
-        tiles = [(slice(start, start + step),) for start in range(0, len(source), step)]
+        tiles: list[tuple[slice, ...]] = [(slice(start, start + step),) for start in range(0, len(source), step)]
     else:
         tiles = _tiles(source.shape, _blocks(tuple(source.shape), perm, source.dtype.itemsize))
     workers = min(threads(), len(tiles)) if source.nbytes >= PARALLEL_FROM else 1
