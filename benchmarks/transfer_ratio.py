@@ -2,7 +2,11 @@
 
 The physical limit is one read and one write of every byte, which is what a memcpy does. Both
 are timed in this process, best of several runs, so the ratio does not depend on the machine's
-speed. Run: python benchmarks/transfer_ratio.py
+speed. Each stack is reported whole (transfer_weights, which also pairs the layers by tracing the
+torch model) and for its writes alone (the bytes moved, what conformance/fastcopy.py controls),
+in both directions, with the ISA and whether TensorFlow runs oneDNN. The third stack is VGG16's
+Flatten->Dense head, whose row reorder dominated a whole VGG16 transfer.
+Run: python benchmarks/transfer_ratio.py [--repeat 5]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch  # torch before TensorFlow: the other order has crashed
 import keras
 
 import conformance
+from conformance import transfer
 from conformance.facts import scope_facts
 
 
@@ -62,6 +67,21 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def writes_only(src: object, dst: object) -> Callable[[], None]:
+    """The transfer's writes alone, planned once ahead: pairing the layers traces the torch model by
+    running it, which on the conv stack costs more than moving its bytes and is not a copy."""
+    to_keras = isinstance(src, torch.nn.Module)
+    torch_model, keras_model = (src, dst) if to_keras else (dst, src)
+    planned, _, _ = transfer._plan(torch_model, keras_model, to_keras)
+    write = transfer.write_keras if to_keras else transfer.write_torch
+
+    def run() -> None:
+        with torch.no_grad():
+            for one in planned:
+                write(one.destination, one.source, one.plan)
+    return run
+
+
 def measure(name: str, torch_model: torch.nn.Module, keras_model: keras.Model, repeat: int) -> None:
     tensors = [p.detach().numpy() for p in torch_model.state_dict().values()]
     total = sum(t.nbytes for t in tensors)
@@ -74,9 +94,12 @@ def measure(name: str, torch_model: torch.nn.Module, keras_model: keras.Model, r
     copy = best_of(memcpy, repeat)
     forward = best_of(lambda: conformance.transfer_weights(torch_model, keras_model), repeat)
     backward = best_of(lambda: conformance.transfer_weights(keras_model, torch_model), repeat)
+    forward_writes = best_of(writes_only(torch_model, keras_model), repeat)
+    backward_writes = best_of(writes_only(keras_model, torch_model), repeat)
     print(f"{name}: {total / 1e6:.0f} MB; memcpy {copy * 1e3:.1f} ms; "
-          f"torch->keras {forward * 1e3:.1f} ms ({forward / copy:.2f}x memcpy); "
-          f"keras->torch {backward * 1e3:.1f} ms ({backward / copy:.2f}x memcpy)")
+          f"torch->keras {forward * 1e3:.1f} ms ({forward / copy:.2f}x memcpy; writes alone "
+          f"{forward_writes / copy:.2f}x); keras->torch {backward * 1e3:.1f} ms ({backward / copy:.2f}x memcpy; "
+          f"writes alone {backward_writes / copy:.2f}x)")
 
 
 def main() -> None:
