@@ -57,7 +57,8 @@ def threads() -> int:
 
 
 @cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per process: a pool inherited through fork has no threads, and can wait forever."""
     return ThreadPoolExecutor(workers, thread_name_prefix="conformance-blockcopy")
 
 
@@ -156,7 +157,7 @@ def permute_into(source: np.ndarray, perm: Sequence[int], out: np.ndarray) -> No
         run(tiles)
         return
     share = math.ceil(len(tiles) / workers)
-    for future in [_pool(workers).submit(run, tiles[i:i + share]) for i in range(0, len(tiles), share)]:
+    for future in [_pool(workers, os.getpid()).submit(run, tiles[i:i + share]) for i in range(0, len(tiles), share)]:
         future.result()
 
 

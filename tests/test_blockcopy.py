@@ -8,6 +8,8 @@ so that even small arrays are cut into many tiles split between threads.
 from __future__ import annotations
 
 import itertools
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -110,3 +112,32 @@ def test_empty_buffers_are_aligned_and_writable(nbytes: int) -> None:
     assert nbytes == 0 or buffer.ctypes.data % 64 == 0   # TensorFlow copies a DLPack buffer not 64-byte aligned
     buffer[:] = 7
     assert nbytes == 0 or int(buffer[-1]) == 7
+
+
+def test_a_forked_child_gets_its_own_threads(small_tiles: None) -> None:
+    """A pool inherited through fork has no threads; the child must not wait on it forever. (Whether an
+    inherited pool hangs depends on how many of its threads were idle at the fork, so this guard
+    catches the bug often, not always.)"""
+    import multiprocessing
+    import os
+    if "fork" not in multiprocessing.get_all_start_methods() or blockcopy.threads() < 2:
+        pytest.skip("needs fork and two usable CPUs")
+    _check(_data((64, 48)), (1, 0))                  # the parent's pool now exists
+    pid = os.fork()
+    if pid == 0:                                     # the child: exit 0 only if the copy finishes and is right
+        ok = False
+        try:
+            source = _data((64, 48))
+            ok = bool(np.array_equal(blockcopy.permuted(source, (1, 0)), source.T))
+        finally:
+            os._exit(0 if ok else 1)
+    for _ in range(600):                             # a hang guard, not a speed check: 60 s for a 12 KB copy
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child waited forever on its parent's thread pool")
+    assert os.waitstatus_to_exitcode(status) == 0
