@@ -15,9 +15,9 @@ move axes, so that the two models never share memory):
   adopts a fresh buffer instead.
 
 Which routine transposes was chosen by measurement (README, transfer speed). Where TensorFlow
-runs oneDNN, its transpose is oneDNN's JIT-compiled reorder, which beat the blocked NumPy tiles
-by 1.2-1.7x on AVX-512 (the tiles copy element by element); there TensorFlow transposes, as
-before, and the result is adopted in either direction. Where oneDNN is off (TensorFlow's default
+runs oneDNN, its transpose is oneDNN's JIT-compiled reorder, which the blocked NumPy tiles only
+tie, or trail by up to 1.7x, on AVX-512 (the tiles copy element by element); there TensorFlow
+transposes, as before, and the result is adopted in either direction. Where oneDNN is off (TensorFlow's default
 on AVX2 and older CPUs) TensorFlow's Eigen transpose is the slow one, 1.3-2x behind the tiles, and
 the blocked transpose does every layout change. Copies that move no axes always use the tiles.
 
