@@ -2,12 +2,17 @@
 
 The physical limit is one read and one write of every byte, which is what a memcpy does. Both
 are timed in this process, best of several runs, so the ratio does not depend on the machine's
-speed. Run: python benchmarks/transfer_ratio.py
+speed. Each stack is reported whole (transfer_weights, which also pairs the layers by tracing the
+torch model) and for its writes alone (the bytes moved, what conformance/fastcopy.py controls),
+in both directions, with the ISA and whether TensorFlow runs oneDNN. The third stack is VGG16's
+Flatten->Dense head, whose row reorder dominated a whole VGG16 transfer.
+Run: python benchmarks/transfer_ratio.py [--repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -18,6 +23,8 @@ import torch  # torch before TensorFlow: the other order has crashed
 import keras
 
 import conformance
+from conformance import transfer
+from conformance.facts import scope_facts
 
 
 def dense_stack(width: int = 2900, depth: int = 4) -> tuple[torch.nn.Module, keras.Model]:
@@ -39,6 +46,18 @@ def conv_stack(channels: int = 512, depth: int = 11) -> tuple[torch.nn.Module, k
     return torch.nn.Sequential(*layers), model
 
 
+def flatten_dense(channels: int = 512, side: int = 7, width: int = 4096) -> tuple[torch.nn.Module, keras.Model]:
+    """VGG16's first classifier layer: a 512x7x7 map flattened into a 25088x4096 Dense (411 MB).
+
+    torch flattens C,H,W and Keras H,W,C, so the kernel's rows are re-ordered as well as
+    transposed. On a VGG16 pair this one weight dominated the whole model's transfer.
+    """
+    torch_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(channels * side * side, width))
+    keras_model = keras.Sequential([keras.Input((side, side, channels)), keras.layers.Flatten(),
+                                    keras.layers.Dense(width)])
+    return torch_model, keras_model
+
+
 def best_of(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -46,6 +65,21 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def writes_only(src: object, dst: object) -> Callable[[], None]:
+    """The transfer's writes alone, planned once ahead: pairing the layers traces the torch model by
+    running it, which on the conv stack costs more than moving its bytes and is not a copy."""
+    to_keras = isinstance(src, torch.nn.Module)
+    torch_model, keras_model = (src, dst) if to_keras else (dst, src)
+    planned, _, _ = transfer._plan(torch_model, keras_model, to_keras)
+    write = transfer.write_keras if to_keras else transfer.write_torch
+
+    def run() -> None:
+        with torch.no_grad():
+            for one in planned:
+                write(one.destination, one.source, one.plan)
+    return run
 
 
 def measure(name: str, torch_model: torch.nn.Module, keras_model: keras.Model, repeat: int) -> None:
@@ -60,17 +94,24 @@ def measure(name: str, torch_model: torch.nn.Module, keras_model: keras.Model, r
     copy = best_of(memcpy, repeat)
     forward = best_of(lambda: conformance.transfer_weights(torch_model, keras_model), repeat)
     backward = best_of(lambda: conformance.transfer_weights(keras_model, torch_model), repeat)
+    forward_writes = best_of(writes_only(torch_model, keras_model), repeat)
+    backward_writes = best_of(writes_only(keras_model, torch_model), repeat)
     print(f"{name}: {total / 1e6:.0f} MB; memcpy {copy * 1e3:.1f} ms; "
-          f"torch->keras {forward * 1e3:.1f} ms ({forward / copy:.2f}x memcpy); "
-          f"keras->torch {backward * 1e3:.1f} ms ({backward / copy:.2f}x memcpy)")
+          f"torch->keras {forward * 1e3:.1f} ms ({forward / copy:.2f}x memcpy; writes alone "
+          f"{forward_writes / copy:.2f}x); keras->torch {backward * 1e3:.1f} ms ({backward / copy:.2f}x memcpy; "
+          f"writes alone {backward_writes / copy:.2f}x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    facts = scope_facts()
+    print(f"isa {facts['isa']}; oneDNN {'on, kernels up to ' + facts['onednn_isa'] if facts['onednn'] else 'off'}; "
+          f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; torch threads {torch.get_num_threads()}")
     measure("dense stack", *dense_stack(), repeat=args.repeat)
     measure("conv stack", *conv_stack(), repeat=args.repeat)
+    measure("flatten->dense (VGG)", *flatten_dense(), repeat=args.repeat)
 
 
 if __name__ == "__main__":

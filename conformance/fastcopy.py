@@ -1,14 +1,30 @@
-"""Writing converted weights at close to memory speed.
+"""Writing converted weights at close to memory speed, in both directions, with one routine.
 
 The obvious route, NumPy transpose then ``variable.assign(array)``, copies every byte three or
-four times (a strided transpose, a conversion into a TensorFlow tensor, the assignment) and
-runs about 12x slower than a memcpy of the same bytes. Here the bytes cross between torch and
-TensorFlow by DLPack without a copy, TensorFlow's multi-threaded transpose makes the one copy
-that a layout change needs, and the result is handed over without another: ``assign`` adopts a
-tensor that nothing else holds, and a torch tensor can adopt the transposed buffer as its
-storage. Where a rule does not rearrange data, an explicit copy keeps the two models from
-sharing memory. Anything unusual (another Keras backend, a GPU tensor, another dtype) takes the
-plain NumPy route, which is slower but always correct.
+four times and runs 12-17x slower than a memcpy of the same bytes. Here the bytes cross between
+torch and TensorFlow by DLPack without a copy, and the one copy a layout change needs is the
+cache-blocked transpose of :mod:`conformance.blockcopy` (also a plain copy where a rule does not
+move axes, so that the two models never share memory):
+
+- torch -> Keras: the transpose writes a fresh buffer (huge pages where the OS offers them), and
+  ``assign`` adopts it through DLPack without a copy. The buffer must be fresh: TensorFlow adopts
+  a DLPack buffer even while torch still holds it, so a reused buffer would alias the variable.
+- Keras -> torch: the transpose writes straight into the torch tensor's own, already mapped
+  memory (what ``copy_`` and ``load_state_dict`` do), which saves the page faults of a fresh
+  buffer: those alone cost 3-7x a memcpy on the 2-core development VM. A non-contiguous tensor
+  adopts a fresh buffer instead.
+
+Which routine transposes was chosen by measurement (README, transfer speed). Where TensorFlow
+runs oneDNN, its transpose is oneDNN's JIT-compiled reorder, which the blocked NumPy tiles only
+tie, or trail by up to 1.7x, on AVX-512 (the tiles copy element by element); there TensorFlow
+transposes, as before, and the result is adopted in either direction. Where oneDNN is off (TensorFlow's default
+on AVX2 and older CPUs) TensorFlow's Eigen transpose is the slow one, 1.3-2x behind the tiles, and
+the blocked transpose does every layout change. Copies that move no axes always use the tiles.
+
+The Flatten->Dense rule ``O (C H W) -> (H W C) O`` is one pass like any other: its plan is the
+3-axis transpose ``(O, C, HW) -> (HW, C, O)``, rows re-ordered and transposed together. Anything
+unusual (another Keras backend, a GPU tensor, dtypes that differ between the two sides) takes the
+NumPy route, which uses the same blocked transpose but copies once more on the way in or out.
 """
 
 from __future__ import annotations
@@ -17,7 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from . import blockcopy
+from .facts import tensorflow_onednn
 from .layout import Plan
+
+_INT_OF_SIZE = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
 
 
 def _tensorflow() -> Any:
@@ -28,11 +48,32 @@ def _tensorflow() -> Any:
     return tf
 
 
-def _rearranged(tf: Any, x: Any, plan: Plan | None) -> Any:
-    """A new TensorFlow buffer holding ``x`` rearranged by ``plan`` (never an alias of ``x``)."""
-    if plan is None or not plan.transposes:
-        y = tf.raw_ops.DeepCopy(x=x)
-        return y if plan is None else tf.reshape(y, plan.result)
+def _numpy(tensor: Any) -> np.ndarray:
+    """A NumPy view of a contiguous CPU torch tensor (no copy); dtypes NumPy lacks (bfloat16) as integers."""
+    import torch
+    try:
+        return tensor.numpy()
+    except TypeError:
+        return tensor.view(getattr(torch, _INT_OF_SIZE[tensor.element_size()])).numpy()
+
+
+def _fast(tensor: Any, variable: Any) -> Any:
+    """TensorFlow where the fast path applies: CPU, the same dtype on both sides, a movable item size."""
+    tf = _tensorflow()
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if tf is None or tensor.device.type != "cpu" or dtype != variable.dtype \
+            or tensor.element_size() not in _INT_OF_SIZE or tensor.is_complex():
+        return None
+    return tf
+
+
+def _tensorflow_transposes(plan: Plan | None) -> bool:
+    """Whether TensorFlow's own transpose (oneDNN's reorder) should move this plan's axes."""
+    return plan is not None and plan.transposes and bool(tensorflow_onednn())
+
+
+def _tf_rearranged(tf: Any, x: Any, plan: Plan) -> Any:
+    """A new TensorFlow buffer holding ``x`` rearranged by the transposing ``plan``."""
     if tuple(x.shape) != plan.elementary:
         x = tf.reshape(x, plan.elementary)
     perm, last = list(plan.perm), plan.perm[-1]
@@ -47,30 +88,63 @@ def _rearranged(tf: Any, x: Any, plan: Plan | None) -> Any:
     return y if tuple(y.shape) == plan.result else tf.reshape(y, plan.result)
 
 
+def _plan_of(plan: Plan | None, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(elementary shape, perm, result shape), an identity plan where there is none."""
+    if plan is None:
+        return shape, tuple(range(len(shape))), shape
+    return plan.elementary, plan.perm, plan.result
+
+
 def write_keras(variable: Any, tensor: Any, plan: Plan | None) -> None:
     """``variable`` (Keras) takes the torch ``tensor`` rearranged by ``plan``."""
-    tf = _tensorflow()
     source = tensor.detach()
-    if tf is None or source.device.type != "cpu" or str(source.dtype).removeprefix("torch.") != variable.dtype:
+    tf = _fast(source, variable)
+    if tf is None:
         array = source.cpu().numpy()
-        array = np.ascontiguousarray(array if plan is None else plan.apply(array))
-        variable.assign(array.reshape(tuple(variable.shape)))   # a 0-d count stays 0-d on every backend
+        elementary, perm, _ = _plan_of(plan, tuple(array.shape))
+        value = blockcopy.permuted(array.reshape(elementary), perm)
+        variable.assign(value.reshape(tuple(variable.shape)))   # a 0-d count stays 0-d on every backend
         return
     import torch.utils.dlpack
-    shared = tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(source.contiguous()))
-    variable.assign(_rearranged(tf, shared, plan))
+    source = source.contiguous()
+    if _tensorflow_transposes(plan):
+        assert plan is not None
+        shared = tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(source))
+        variable.assign(_tf_rearranged(tf, shared, plan))   # a fresh tensor nothing else holds: adopted
+        return
+    elementary, perm, result = _plan_of(plan, tuple(source.shape))
+    array = _numpy(source)
+    buffer = blockcopy.empty(array.nbytes)
+    blockcopy.permute_into(array.reshape(elementary), perm, buffer.view(array.dtype))
+    fresh = torch.from_numpy(buffer).view(source.dtype).reshape(result)
+    variable.assign(tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(fresh)))   # adopted, not copied
 
 
 def write_torch(tensor: Any, variable: Any, plan: Plan | None) -> None:
     """The torch ``tensor`` takes the Keras ``variable`` rearranged by ``plan``."""
     import torch
-    tf = _tensorflow()
-    if tf is None or tensor.device.type != "cpu" or str(tensor.dtype).removeprefix("torch.") != variable.dtype:
+    tf = _fast(tensor, variable)
+    if tf is None:
         array = np.asarray(variable.numpy())
-        value = torch.from_numpy(np.ascontiguousarray(array if plan is None else plan.apply(array)))
+        elementary, perm, _ = _plan_of(plan, tuple(array.shape))
+        value = torch.from_numpy(blockcopy.permuted(array.reshape(elementary), perm))
         with torch.no_grad():
             tensor.copy_(value.reshape(tensor.shape))   # the torch backend hands a 0-d variable back as (1,)
         return
     import torch.utils.dlpack
-    value = torch.utils.dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(_rearranged(tf, variable.value, plan)))
-    tensor.data = value   # adopt the new buffer: no second copy
+    if _tensorflow_transposes(plan):
+        assert plan is not None
+        value = _tf_rearranged(tf, tf.convert_to_tensor(variable.value), plan)
+        tensor.data = torch.utils.dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(value))   # adopted
+        return
+    shared = torch.utils.dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(tf.convert_to_tensor(variable.value)))
+    elementary, perm, result = _plan_of(plan, tuple(shared.shape))
+    source = _numpy(shared.contiguous()).reshape(elementary)
+    if tensor.is_contiguous() and tuple(tensor.shape) == tuple(result):
+        blockcopy.permute_into(source, perm, _numpy(tensor.detach()))
+        torch.autograd.graph.increment_version(tensor)   # as copy_ would: a stale autograd graph notices
+        return
+    buffer = blockcopy.empty(source.nbytes).view(source.dtype)
+    blockcopy.permute_into(source, perm, buffer)
+    fresh = torch.from_numpy(buffer.view(np.uint8)).view(shared.dtype)
+    tensor.data = fresh.reshape(tuple(tensor.shape))   # adopt the new buffer: no second copy

@@ -1,0 +1,169 @@
+"""A cache-blocked transpose into a buffer the caller chooses, on every CPU core it may use.
+
+Why not ``tf.transpose`` or ``a.T.copy()``: a layout change reads every byte once and writes it
+once, like a memcpy, but a naive transpose walks one side with a large stride, so every element
+read or written pulls a new cache line (NumPy's ``ascontiguousarray(a.T)`` of the 411 MB VGG
+Flatten->Dense kernel took 24-34x a memcpy; ``torch.permute().contiguous()`` 34-42x). Cut into
+tiles of about 256 KB, every cache line a tile touches is used whole while it is in cache, and
+the tiles are shared between threads (NumPy's copy releases the GIL).
+
+The second cost is memory that has never been touched: a fresh buffer the size of a weight
+page-faults on first write, and on a virtual machine with 4 KB pages that cost 3-7x a memcpy of
+the same bytes by itself (measured on the AVX-512 development machine). Hence :func:`empty` asks
+the kernel for huge pages where it can, and the transfer writes a torch destination in place
+(no fresh memory at all). Measured candidates are in ``benchmarks/transpose_candidates.py`` and
+the README's transfer-speed section.
+
+Every routine works on raw bytes (any dtype of 1, 2, 4 or 8 bytes is moved as an unsigned
+integer), so bfloat16 and float16 take the same path as float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import mmap
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
+import numpy as np
+
+TILE_BYTES = 256 << 10          # a tile's bytes: both sides of a tile fit a core's 2 MB L2 with room to spare
+INNER = 64                      # at least this many elements along each side's contiguous axis: whole cache lines
+HUGE_PAGE = 2 << 20
+HUGE_FROM = 4 << 20             # smaller buffers come from the heap, which reuses warm memory
+PARALLEL_FROM = 1 << 20         # below a MB, a second thread costs more than it saves
+
+_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def words(array: np.ndarray) -> np.ndarray:
+    """``array`` viewed as unsigned integers of its item size (no copy), so that any dtype moves alike."""
+    return array.view(_WORDS[array.dtype.itemsize])
+
+
+def movable(itemsize: int) -> bool:
+    return itemsize in _WORDS
+
+
+def threads() -> int:
+    """The cores this process may run on (its affinity, not the machine's count), at most 8."""
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except AttributeError:     # not Linux
+        return max(1, min(8, os.cpu_count() or 1))
+
+
+@cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per process: a pool inherited through fork has no threads, and can wait forever."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="conformance-blockcopy")
+
+
+def empty(nbytes: int) -> np.ndarray:
+    """A writable, 64-byte aligned uint8 buffer; from huge pages when it is large and the OS offers them.
+
+    A buffer handed to TensorFlow is adopted, not copied, so it cannot be reused; fresh memory is
+    the price, and huge pages cut its page faults 512-fold.
+    """
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if nbytes < HUGE_FROM or advice is None:
+        import torch  # torch's allocator aligns to 64 bytes; NumPy's only to 16, which TensorFlow would copy
+        return torch.empty(nbytes, dtype=torch.uint8).numpy()
+    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    region.madvise(advice)
+    buffer = np.frombuffer(region, dtype=np.uint8)       # keeps the mapping alive as long as any view of it
+    start = -buffer.ctypes.data % HUGE_PAGE
+    return buffer[start:start + nbytes]
+
+
+def _pages(blocks: Sequence[int], strides: Sequence[int], itemsize: int) -> int:
+    """About how many 4 KB pages one side of a tile touches: axes whose stride is a page or more
+    multiply, the rest make one run of bytes."""
+    pages, run = 1, 1
+    for block, stride in zip(blocks, strides, strict=True):
+        if stride * itemsize >= 4096:
+            pages *= block
+        else:
+            run += (block - 1) * stride
+    return pages * -(-run * itemsize // 4096)
+
+
+@cache
+def _blocks(shape: tuple[int, ...], perm: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Tile extents per source axis: at most ``TILE_BYTES``, whole cache lines along both sides'
+    contiguous axes, and of those the tile that touches the fewest pages per element moved (each
+    page a tile touches costs a TLB entry, each tile a Python call, counted as 8 pages)."""
+    rank = len(shape)
+    src_strides = [math.prod(shape[a + 1:]) for a in range(rank)]
+    out_shape = [shape[p] for p in perm]
+    out_strides = [0] * rank
+    for position, axis in enumerate(perm):
+        out_strides[axis] = math.prod(out_shape[position + 1:])
+    floor = [min(n, INNER) if a in (rank - 1, perm[-1]) else 1 for a, n in enumerate(shape)]
+    options = [sorted({n} | {1 << k for k in range(n.bit_length()) if floor[a] <= 1 << k < n})
+               for a, n in enumerate(shape)]
+    budget = max(1, TILE_BYTES // itemsize)
+    best: tuple[float, tuple[int, ...]] = (math.inf, tuple(floor))
+    for blocks in itertools.product(*options):
+        elements = math.prod(blocks)
+        if elements > budget and blocks != tuple(floor):
+            continue
+        cost = (_pages(blocks, src_strides, itemsize) + _pages(blocks, out_strides, itemsize) + 8) / elements
+        best = min(best, (cost, blocks))
+    return best[1]
+
+
+def _tiles(shape: Sequence[int], blocks: Sequence[int]) -> list[tuple[slice, ...]]:
+    starts = np.stack(np.meshgrid(*[np.arange(0, n, b) for n, b in zip(shape, blocks, strict=True)],
+                                  indexing="ij"), axis=-1).reshape(-1, len(shape))
+    return [tuple(slice(s, s + b) for s, b in zip(row, blocks, strict=True)) for row in starts.tolist()]
+
+
+def permute_into(source: np.ndarray, perm: Sequence[int], out: np.ndarray) -> None:
+    """Write ``source.transpose(perm)`` into the C-contiguous ``out`` (any shape of the same size).
+
+    ``source`` may be any strided array; the two must not overlap. Tiles are split evenly between
+    :func:`threads` threads when the copy is large enough to gain from them.
+    """
+    perm = tuple(perm)
+    if sorted(perm) != list(range(source.ndim)):
+        raise ValueError(f"permute_into: {perm} is not a permutation of {source.ndim} axes")
+    target_shape = tuple(source.shape[p] for p in perm)
+    if not out.flags.c_contiguous or out.size != source.size or out.dtype.itemsize != source.dtype.itemsize:
+        raise ValueError(f"permute_into: out {out.shape} {out.dtype} does not fit {target_shape} {source.dtype}")
+    if source.size == 0:
+        return
+    if out.dtype != source.dtype and movable(out.dtype.itemsize):
+        source, out = words(source), words(out)
+    target = out.reshape(target_shape).transpose(np.argsort(perm))   # ``out`` seen in the source's axis order
+    if source.ndim == 0:
+        np.copyto(target, source, casting="no")
+        return
+    if perm == tuple(range(source.ndim)):     # a plain copy: slabs of whole rows, one run per slab
+        step = max(1, -(-len(source) // 8))
+        tiles: list[tuple[slice, ...]] = [(slice(start, start + step),) for start in range(0, len(source), step)]
+    else:
+        tiles = _tiles(source.shape, _blocks(tuple(source.shape), perm, source.dtype.itemsize))
+    workers = min(threads(), len(tiles)) if source.nbytes >= PARALLEL_FROM else 1
+
+    def run(part: Sequence[tuple[slice, ...]]) -> None:
+        for tile in part:
+            np.copyto(target[tile], source[tile], casting="no")
+
+    if workers == 1:
+        run(tiles)
+        return
+    share = math.ceil(len(tiles) / workers)
+    for future in [_pool(workers, os.getpid()).submit(run, tiles[i:i + share]) for i in range(0, len(tiles), share)]:
+        future.result()
+
+
+def permuted(source: np.ndarray, perm: Sequence[int]) -> np.ndarray:
+    """A new C-contiguous array holding ``source.transpose(perm)`` (never a view of ``source``)."""
+    out = np.empty(source.shape, source.dtype) if source.dtype.hasobject else empty(source.nbytes).view(source.dtype)
+    out = out.reshape(tuple(source.shape[p] for p in perm))
+    permute_into(source, perm, out)
+    return out
