@@ -62,7 +62,9 @@ def test_a_training_case_becomes_a_catalogue_result() -> None:
     record = run_training_case(diverging)
     assert (record.outcome, record.direction, record.family) == ("divergence", "torch->keras", "batch_norm_training")
     assert record.divergence["rule"] == "bn-running-var-unbiased" and record.worst["tensor"] == "running_var"
-    assert record.headroom > 1 and [t["name"] for t in record.tensors if t["headroom"] > 1] == ["running_var"]
+    assert record.mode == "train" and record.training["worst"] == "running_var"
+    outside = [t["name"] for t in record.training["compared"] if t["headroom"] > 1]
+    assert record.headroom > 1 and outside == ["running_var"]
     text = record.explain()
     assert "running_var: max abs error" in text and 'run_scenario("batch_norm_training"' in text
     # A scenario that cannot run is an error that says why, never a crash of the session.

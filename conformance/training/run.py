@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ..errors import ConformanceError
 from ..runner import CaseResult, _jsonable
@@ -24,16 +23,15 @@ OUTCOMES = {"passed": "passed", "failed": "failed", "divergence": "divergence", 
 
 @dataclass
 class ScenarioCaseResult(CaseResult):
-    """A case result with every compared tensor, whose reproduction is a call to ``run_scenario``."""
-
-    tensors: list[dict[str, Any]] = field(default_factory=list)
+    """A train-mode case result (every compared tensor under ``training``), reproduced by ``run_scenario``."""
 
     def explain(self) -> str:
         lines = [f"{self.id} {self.direction}: {self.outcome.upper()}"]
         if self.message:
             lines.append(f"  {self.message}")
+        compared = (self.training or {}).get("compared", [])
         lines += [f"  {t['name']}: max abs error {t['max_abs_error']:.4g}, allowed {t['allowed_error']:.4g}, "
-                  f"headroom {t['headroom']:.4g}" for t in self.tensors if t["headroom"] > 1]
+                  f"headroom {t['headroom']:.4g}" for t in compared if t["headroom"] > 1]
         if self.tolerance:
             lines.append(f"  tolerance: {self.tolerance['reason']}")
         if self.divergence:
@@ -54,7 +52,7 @@ class ScenarioCaseResult(CaseResult):
 def run_training_case(case: TrainingCase) -> ScenarioCaseResult:
     """Run one training case and judge it. Never raises for a problem with the case."""
     record = ScenarioCaseResult(case.id, case.family, case.direction, dict(case.params), "error", case.seed,
-                                case.file, tier=case.tier)
+                                case.file, tier=case.tier, mode="train")
     started = time.perf_counter()
     try:
         result = case.run()
@@ -76,8 +74,10 @@ def run_training_case(case: TrainingCase) -> ScenarioCaseResult:
             record.divergence = {"rule": result.expected.rule, "reason": result.expected.reason,
                                  "factor": result.expected.factor,
                                  "measured": _jsonable(dict(result.measured))}
-        record.tensors = [{"name": t.name, "max_abs_error": t.max_abs_error, "allowed_error": t.allowed_error,
-                           "headroom": t.headroom} for t in result.tensors]
+        record.training = {"judged": "weights and statistics after training", "worst": worst.name,
+                           "compared": [{"name": t.name, "max_abs_error": t.max_abs_error,
+                                         "allowed_error": t.allowed_error, "headroom": t.headroom}
+                                        for t in result.tensors]}
     record.timings["total"] = time.perf_counter() - started
     return record
 
