@@ -299,4 +299,20 @@ def _in_catalogue_order(results: dict[tuple[str, str], dict[str, Any]]
                 cases.append(case)
     keyed = sorted(results.items(), key=lambda kv: (*order.get(kv[0][0], (len(files), 0)), kv[0][0],
                                                     DIRECTIONS.index(kv[0][1]) if kv[0][1] in DIRECTIONS else 9))
-    return [r for _, r in keyed], divergence_records(cases)
+    return [r for _, r in keyed], divergence_records(cases) + _scenario_records(results)
+
+
+def _scenario_records(results: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training scenarios' divergences that applied in this run, as records: a scenario's expected
+    divergence is data in conformance.training (it depends on the case's parameters), not in its file."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results.values():
+        record = result.get("divergence") or {}
+        if result.get("mode") == "train" and record.get("rule"):
+            seen.setdefault((result["family"], record["rule"]), {
+                "family": result["family"], "file": result["file"], "kind": "divergence", "rule": record["rule"],
+                "when": {}, "direction": "both", "versions": {}, "environment": {}, "keras_backend": None,
+                "reason": record["reason"], "link": "",
+                "scope": f"every environment; the scenario decides which cases ({record['rule']}, factor "
+                         f"{record.get('factor') or 'none'})"})
+    return sorted(seen.values(), key=lambda r: (r["family"], r["rule"]))

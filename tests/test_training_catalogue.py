@@ -71,3 +71,16 @@ def test_a_training_case_becomes_a_catalogue_result() -> None:
     broken = type(diverging)(diverging.file, "fine_tune", {"model": "no_such_model"})
     failed = run_training_case(broken)
     assert failed.outcome == "error" and "no_such_model" in failed.message
+
+
+def test_scenario_divergences_that_applied_are_listed_as_records() -> None:
+    from conformance.plugin import _scenario_records
+    hit = {"rule": "bn-running-var-unbiased", "reason": "unbiased against biased", "factor": "n/(n-1)"}
+    results = {("a", "torch->keras"): {"family": "fine_tune", "file": "f.toml", "mode": "train", "divergence": hit},
+               ("b", "keras->torch"): {"family": "fine_tune", "file": "f.toml", "mode": "train", "divergence": hit},
+               ("c", "torch->keras"): {"family": "fine_tune", "file": "f.toml", "mode": "train", "divergence": None},
+               ("d", "torch->keras"): {"family": "conv2d", "file": "c.toml", "divergence": {"reason": "x"}}}
+    records = _scenario_records(results)
+    assert [(r["family"], r["rule"], r["reason"]) for r in records] == [
+        ("fine_tune", "bn-running-var-unbiased", "unbiased against biased")]
+    assert "n/(n-1)" in records[0]["scope"]
