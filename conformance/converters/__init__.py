@@ -115,6 +115,7 @@ BUILTIN: dict[str, str] = {
     "onnx2keras": "conformance.converters.onnx_routes:Onnx2Keras",
     "onnx2keras-dynamo": "conformance.converters.onnx_routes:Onnx2KerasDynamo",
     "onnx2torch": "conformance.converters.onnx_routes:Onnx2Torch",
+    "nobuco": "conformance.converters.nobuco_adapter:Nobuco",
 }
 
 
