@@ -192,3 +192,69 @@ def test_the_builtin_adapter_reproduces_todays_results(tmp_path: Path) -> None:
         for key in ("outcome", "max_abs_error", "headroom", "worst"):
             if key in expected:
                 assert case[key] == expected[key], (case["id"], key)
+
+
+def test_adapters_are_registered_as_entry_points() -> None:
+    """A converter's own package registers under the group; this package's adapters are listed there too."""
+    import tomllib
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    group = declared[converters.ENTRY_POINT_GROUP]
+    builtin = {k: v for k, v in converters.BUILTIN.items() if not k.startswith("test-")}
+    assert group == builtin
+    for name in group:       # each loads and is well formed, installed or not
+        adapter = converters.get(name)
+        assert adapter.name == name and adapter.directions
+
+
+# ---- the scoreboard ------------------------------------------------------------------------------------
+
+
+def _peer_document(tmp_path: Path, name: str, cases: list[Any]) -> dict[str, Any]:
+    from conformance import results
+    return results.build([run_peer(c, "torch->keras", name).to_json() for c in cases], converter=name)
+
+
+def test_merge_makes_converters_columns_and_the_scoreboard_shows_failed_loudest(tmp_path: Path) -> None:
+    from conformance import results
+    from conformance.merge import merge
+    from conformance.report_matrix import render_matrix
+    cases = [_case(tmp_path, [3, 5, 6]), _case(tmp_path, [4, 5], family="tanh")]
+    paths = []
+    own = results.build([run_case(c, d).to_json() for c in cases for d in ("torch->keras", "keras->torch")])
+    for name, document in (("own", own), ("silent", _peer_document(tmp_path, "test-silent", cases)),
+                           ("declining", _peer_document(tmp_path, "test-declining", cases))):
+        paths.append(str(results.write(document, tmp_path / name / "results.json")))
+    matrix = merge(paths)
+    names = [e["name"] for e in matrix["environments"]]
+    assert [n.split()[0] for n in names] == ["transfer_weights", "test-silent", "test-declining"]
+    page = render_matrix(matrix)
+    board = page[page.index("id='scoreboard'"):page.index("id='families'")]
+    assert "<b class='failed'>1 failed</b>" in board and "2 refused" in board and "4 passed" in board
+    assert "median conversion time" in board
+    for index in range(3):               # every cell links to its cases, and every link lands
+        for family in ("relu", "tanh"):
+            assert f"href='#sb-{index}-{family}'" in board and f"id='sb-{index}-{family}'" in board
+    silent = board[board.index("id='sb-1-relu'"):]
+    assert "worst at (" in silent.split("</div>")[0]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="chromium not installed; CI installs it")
+def test_the_scoreboard_renders_in_a_browser(tmp_path: Path) -> None:
+    from conformance import results
+    from conformance.merge import merge
+    from conformance.report_matrix import render_matrix
+    cases = [_case(tmp_path, [3, 5, 6])]
+    paths = [str(results.write(_peer_document(tmp_path, name, cases), tmp_path / name / "results.json"))
+             for name in ("test-faithful", "test-silent", "test-raising")]
+    page = tmp_path / "report.html"
+    page.write_text(render_matrix(merge(paths)))
+    shown = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri() + "#sb-1-relu"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    dom = shown.stdout
+    board = dom[dom.index('id="scoreboard"'):dom.index('id="families"')]
+    head = board[board.index("<thead>"):board.index("</thead>")]
+    assert head.count("<th>") == 4 and "test-silent" in head          # family + one column per converter
+    assert board.count('class="failed">1 failed</b>') == 2            # the silent one's cell and total row
+    assert 'id="sb-1-relu"' in board and "1 refused" in board
