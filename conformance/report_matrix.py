@@ -14,7 +14,8 @@ from typing import Any
 from .escape import _e
 from .results import OUTCOMES
 
-_SEVERITY = {"error": 6, "failed": 5, "xpass": 4, "refused": 3, "unsupported": 3, "divergence": 2, "skipped": 1, "passed": 0}
+_SEVERITY = {"error": 6, "failed": 5, "xpass": 4, "refused": 3, "unsupported": 3, "divergence": 2, "skipped": 1,
+             "passed": 0}
 _SHORT = {"passed": "pass", "failed": "FAIL", "divergence": "div", "unsupported": "unsup", "xpass": "XPASS",
           "skipped": "skip", "error": "ERROR", "refused": "refused"}
 _CSS = """

@@ -23,7 +23,8 @@ ORDER = ("failed", "error", "xpass", "refused", "unsupported", "divergence", "sk
 _CSS = """
 td.sb{white-space:nowrap}td.sb a{color:inherit;text-decoration:none}td.sb b.failed{color:#fff;background:#c0262d;
 padding:1px 5px;border-radius:3px}td.o-refused{background:#f7f1e3}.sb-case{font-size:12px}
-.sb-case .failed{color:#c0262d;font-weight:700}div.sb-cases h3{font-size:14px;margin:10px 0 2px}div.sb-cases:target{outline:2px solid #1f6feb}
+.sb-case .failed{color:#c0262d;font-weight:700}div.sb-cases h3{font-size:14px;margin:10px 0 2px}
+div.sb-cases:target{outline:2px solid #1f6feb}
 """
 
 
@@ -99,9 +100,9 @@ def _case_list(anchor: str, converter: str, family: str, cases: list[dict[str, A
         if outcome == "failed" and worst:
             evidence = (f" worst at {tuple(worst.get('index') or ())}: torch {worst.get('torch')!r}, "
                         f"keras {worst.get('keras')!r}")
+        first = detail[0][:300] if detail else ""
         items.append(f"<li class='sb-case'><span class='{_e(outcome)}'>{_e(outcome)}</span> <code>{_e(case['id'])}"
-                     f"</code> <span class='meta'>{_e(case.get('direction'))}</span> {_e(detail[0][:300] if detail else '')}"
-                     f"{_e(evidence)}</li>")
+                     f"</code> <span class='meta'>{_e(case.get('direction'))}</span> {_e(first)}{_e(evidence)}</li>")
     return (f"<div class='sb-cases' id='{_e(anchor)}'><h3>{_e(converter)} · {_e(family)} · {len(cases)} cases</h3>"
             f"<ul>{''.join(items)}</ul></div>")
 

@@ -101,12 +101,13 @@ class TransferWeights(Converter):
     distribution = "conformance"
 
     def convert(self, source: Any, inputs: Sequence[np.ndarray], context: Context) -> Callable[..., Any]:
-        from ..transfer import transfer_weights
         from dataclasses import asdict
+
+        from ..transfer import transfer_weights
         pair = context.pair
         destination = pair.keras if source is pair.torch else pair.torch
         context.mapping = [asdict(row) for row in transfer_weights(source, destination)]
-        return destination   # type: ignore[no-any-return]
+        return destination
 
 
 # The adapters of this package: name -> "module:Class". Entry points add (or override) others.

@@ -13,6 +13,7 @@ model reads and writes the source layout; onnx2torch keeps the Keras model's lay
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -112,10 +113,8 @@ def declare_torchvision_ops() -> None:
         del sys.modules[module]
     library = torch.library.Library("torchvision", "FRAGMENT")
     for op in ("nms", "qnms"):
-        try:
+        with contextlib.suppress(RuntimeError):      # already declared
             library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass                        # already declared
     _KEEP.append(library)               # a Library object undoes its definitions when collected
     import torchvision  # noqa: F401,F811
 
