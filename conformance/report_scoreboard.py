@@ -48,23 +48,35 @@ def _cell_text(counts: Counter[str]) -> str:
     return " · ".join(parts) or "not run"
 
 
+def columns(matrix: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """One column per converter and direction: (title, version, cases). A converter of both directions
+    (our own) gets a column per direction, so each column compares like with like."""
+    result = []
+    for entry in matrix["environments"]:
+        name, version = converter_of(entry["results"])
+        cases = entry["results"].get("cases", [])
+        directions = list(dict.fromkeys(c.get("direction", "?") for c in cases)) or ["?"]
+        for direction in directions:
+            title = f"{name} {direction}" if len(directions) > 1 else name
+            result.append((title, version, [c for c in cases if c.get("direction", "?") == direction]))
+    return result
+
+
 def render_scoreboard(matrix: dict[str, Any]) -> tuple[str, str]:
     """The scoreboard section's HTML and its CSS."""
-    entries = matrix["environments"]
-    columns = []
-    for entry in entries:
-        name, version = converter_of(entry["results"])
-        columns.append((entry["name"], name, version))
-    families: dict[str, list[list[dict[str, Any]]]] = defaultdict(lambda: [[] for _ in entries])
-    seconds: list[list[float]] = [[] for _ in entries]
-    for index, entry in enumerate(entries):
-        for case in entry["results"].get("cases", []):
+    table = columns(matrix)
+    families: dict[str, list[list[dict[str, Any]]]] = defaultdict(lambda: [[] for _ in table])
+    seconds: list[list[float]] = [[] for _ in table]
+    for index, (_, _, cases) in enumerate(table):
+        for case in cases:
             families[case.get("family", "?")][index].append(case)
             took = _conversion_seconds(case)
             if took is not None and case.get("outcome") not in ("skipped",):
                 seconds[index].append(took)
-    heads = "".join(f"<th><b>{_e(name)}</b><div class='meta'>{_e(version)}</div></th>" for _, name, version in columns)
-    totals = [Counter(c["outcome"] for fam in families.values() for c in fam[i]) for i in range(len(entries))]
+    column_names = [(name, version) for name, version, _ in table]
+    heads = "".join(f"<th><b>{_e(name)}</b><div class='meta'>{_e(version)}</div></th>"
+                    for name, version in column_names)
+    totals = [Counter(c["outcome"] for c in cases) for _, _, cases in table]
     rows = [f"<tr><th>all families</th>{''.join(f'<td class=sb>{_cell_text(t)}</td>' for t in totals)}</tr>"]
     lists = []
     for family in sorted(families):
@@ -75,7 +87,7 @@ def render_scoreboard(matrix: dict[str, Any]) -> tuple[str, str]:
             worst = next((o for o in ORDER if counts.get(o)), "absent")
             cells.append(f"<td class='sb o-{worst}'><a href='#{_e(anchor)}'>{_cell_text(counts)}</a></td>")
             if cases:
-                lists.append(_case_list(anchor, columns[index][1], family, cases))
+                lists.append(_case_list(anchor, column_names[index][0], family, cases))
         rows.append(f"<tr><th>{_e(family)}</th>{''.join(cells)}</tr>")
     medians = "".join(f"<td>{_e(f'{statistics.median(s) * 1000:.1f} ms' if s else '–')}"
                       f"<div class='meta'>{len(s)} conversions</div></td>" for s in seconds)
@@ -107,4 +119,4 @@ def _case_list(anchor: str, converter: str, family: str, cases: list[dict[str, A
             f"<ul>{''.join(items)}</ul></div>")
 
 
-__all__ = ["has_converters", "render_scoreboard"]
+__all__ = ["columns", "has_converters", "render_scoreboard"]
