@@ -136,6 +136,19 @@ def test_a_layout_guessing_converter_skips_ambiguous_shapes_and_is_judged_on_the
     assert run_peer(_case(tmp_path, [4, 4, 4]), "torch->keras", "test-faithful").outcome == "passed"
 
 
+def test_a_failure_where_the_frameworks_themselves_diverge_is_a_divergence(tmp_path: Path) -> None:
+    """A recorded framework divergence (a TensorFlow kernel wrong here) may be the reason a converter's output
+    differs: the case reads `divergence` with the record, as in our own run; a faithful converter passes."""
+    path = tmp_path / "relu.toml"
+    path.write_text('family = "relu"\ndescription = "test"\n\n[[grid]]\ninput_shape = [[3, 5, 6]]\n\n'
+                    '[[divergence]]\nwhen = { input_shape = [[3, 5, 6]] }\nreason = "planted: a kernel is wrong here"\n')
+    case = load_file(path)[0]
+    silent = run_peer(case, "torch->keras", "test-silent")
+    assert silent.outcome == "divergence" and "planted: a kernel is wrong here" in silent.message
+    assert silent.divergence is not None and silent.worst is not None
+    assert run_peer(case, "torch->keras", "test-faithful").outcome == "passed"
+
+
 def test_unknown_converters_and_directions_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConverterError, match=r"no such converter; known: .*transfer_weights"):
         converters.get("no-such-converter")

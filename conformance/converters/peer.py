@@ -11,8 +11,12 @@ The verdicts tell the truth about the converter, not about the frameworks:
 - ``skipped``: the case cannot judge this converter (a layout-guessing converter on a tensor that
   reads the same in both layouts, or a pair that cannot be built here), with the reason.
 
-Known divergences recorded in the case files describe the frameworks, not a converter, so they
-do not apply here: the float64 reference says which side is right where a family has one.
+Known divergences recorded in the case files describe the frameworks (a TensorFlow kernel that is
+wrong on this machine, say), not a converter. A converter whose output differs where such a record
+applies gets ``divergence``, with the record, as our own run does: its target framework's kernel may
+be to blame, not the converter. Where it agrees, it passes (it may avoid that kernel). Recorded
+refusals (``[[unsupported]]``) do not apply. The float64 reference says which side moved, where a
+family has one.
 """
 
 from __future__ import annotations
@@ -109,6 +113,15 @@ def _source_outputs(pair: Any, source_is_torch: bool, arrays: list[np.ndarray], 
             out = pair.torch(*[torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays])
         return _flatten(out)
     return _flatten(pair.keras(arrays[0] if len(arrays) == 1 else arrays, training=False))
+
+
+def _framework_record(case: Case, direction: str, torch_device: str) -> Any:
+    """The recorded divergence of the frameworks that applies to this case here, if any (not refusals)."""
+    from ..facts import scope_facts
+    from ..runner import installed_versions
+    side = "torch->keras" if direction.startswith("torch->") else "keras->torch"
+    record = case.record_for(side, installed_versions(), scope_facts(torch_device))
+    return record if record is not None and record.kind != "unsupported" else None
 
 
 def _convert_and_judge(case: Case, direction: str, adapter: Converter, result: PeerCaseResult,
@@ -218,6 +231,10 @@ def _convert_and_judge(case: Case, direction: str, adapter: Converter, result: P
         result.message = (comparison.problem or
                           f"{adapter.name} converted without complaint, but the outputs differ: max abs error "
                           f"{comparison.max_abs_error:.3g}, headroom {comparison.headroom:.3g}")
+        record = _framework_record(case, direction, torch_device)
+        if record is not None:
+            result.outcome, result.divergence = "divergence", record.to_json()
+            result.message += f"\n  where the frameworks themselves diverge (recorded in {case.file}): {record.reason}"
     if pair.family.reference is not None and source_is_torch:
         weights = {k: v.detach().cpu().double().numpy() for k, v in pair.torch.state_dict().items()
                    if v.is_floating_point()}
