@@ -141,7 +141,8 @@ def test_a_failure_where_the_frameworks_themselves_diverge_is_a_divergence(tmp_p
     differs: the case reads `divergence` with the record, as in our own run; a faithful converter passes."""
     path = tmp_path / "relu.toml"
     path.write_text('family = "relu"\ndescription = "test"\n\n[[grid]]\ninput_shape = [[3, 5, 6]]\n\n'
-                    '[[divergence]]\nwhen = { input_shape = [[3, 5, 6]] }\nreason = "planted: a kernel is wrong here"\n')
+                    '[[divergence]]\nwhen = { input_shape = [[3, 5, 6]] }\n'
+                    'reason = "planted: a kernel is wrong here"\n')
     case = load_file(path)[0]
     silent = run_peer(case, "torch->keras", "test-silent")
     assert silent.outcome == "divergence" and "planted: a kernel is wrong here" in silent.message
