@@ -6,6 +6,10 @@ environment ``scope``), ``errors`` (case files that did not load)
 and ``cases`` (one entry per concrete case and direction; see :class:`runner.CaseResult`).
 Optional: ``benchmarks``, a timing summary from :func:`conformance.bench.summarise`, added by
 :func:`conformance.bench.attach` (files without it are the same schema version).
+``environment.facts.converter`` names the converter under test (name, version, directions;
+``transfer_weights`` for our own); a run through a third-party converter may have the outcome
+``refused`` (the converter declined), counted in ``summary`` only when it occurs, and its cases
+carry ``converter`` (:mod:`conformance.converters.peer`).
 Reports and the upgrade gate read only this file, never torch or keras.
 """
 
