@@ -114,6 +114,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .merge import converter_of
+    for name, baseline_label, baseline, document in pairs:
+        judged = converter_of(baseline)[0], converter_of(document)[0]
+        if judged[0] != judged[1]:
+            print(f"error: {baseline_label} judged converter {judged[0]}, {args.candidate} {judged[1]}"
+                  f"{f' ({name})' if name else ''}: compare runs of one converter (conformance merge puts "
+                  "different converters side by side)", file=sys.stderr)
+            return EXIT_USAGE
     regressions = False
     for name, baseline_label, baseline, document in pairs:
         changes = diff(baseline, document, headroom_factor=args.headroom_factor)

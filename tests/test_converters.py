@@ -274,3 +274,12 @@ def test_the_scoreboard_renders_in_a_browser(tmp_path: Path) -> None:
     assert head.count("<th>") == 4 and "test-silent" in head          # family + one column per converter
     assert board.count('class="failed">1 failed</b>') == 2            # the silent one's cell and total row
     assert 'id="sb-1-relu"' in board and "1 refused" in board
+
+
+def test_the_gate_refuses_to_compare_runs_of_different_converters(tmp_path: Path) -> None:
+    from conformance import cli, results
+    case = _case(tmp_path, [3, 5, 6])
+    own = results.write(results.build([run_case(case, "torch->keras").to_json()]), tmp_path / "own.json")
+    peer = results.write(_peer_document(tmp_path, "test-faithful", [case]), tmp_path / "peer.json")
+    assert cli.main(["diff", str(own), str(peer)]) == 2
+    assert cli.main(["diff", str(peer), str(peer)]) == 0        # a converter against its own earlier run
