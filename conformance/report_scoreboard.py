@@ -21,7 +21,7 @@ from .merge import converter_of
 # Loudest first: a silent wrong answer outranks everything.
 ORDER = ("failed", "error", "xpass", "refused", "unsupported", "divergence", "skipped", "passed")
 _CSS = """
-td.sb{white-space:nowrap}td.sb a{color:inherit;text-decoration:none}td.sb b.failed{color:#fff;background:#c0262d;
+td.sb{min-width:9em}td.sb a{color:inherit;text-decoration:none}td.sb b.failed{color:#fff;background:#c0262d;
 padding:1px 5px;border-radius:3px}td.o-refused{background:#f7f1e3}.sb-case{font-size:12px}
 .sb-case .failed{color:#c0262d;font-weight:700}div.sb-cases h3{font-size:14px;margin:10px 0 2px}
 div.sb-cases:target{outline:2px solid #1f6feb}
