@@ -32,7 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cases = [c for c in catalogue.cases
              if (not chosen or selected(c.id, c.family, chosen, families)) and (args.extended or c.tier == "default"
                                                                                  or chosen)]
-    scenarios = [c for c in training if not chosen or selected(c.id, c.family, chosen, families)]
+    scenarios = [c for c in training if (not chosen or selected(c.id, c.family, chosen, families))
+                 and args.converter == "transfer_weights"]     # the frameworks' training, not a converter's
     if not catalogue.cases:
         print(f"error: no case could be loaded from {args.cases}; nothing was run", file=sys.stderr)
         return EXIT_USAGE
@@ -53,10 +54,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: --torch-device {args.torch_device}: CUDA is not available here (torch "
                   f"{torch.__version__})", file=sys.stderr)
             return EXIT_USAGE
+    from .converters import ConverterError, get
+    try:
+        adapter = get(args.converter)
+    except ConverterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    why_not = adapter.available()
+    if why_not:
+        print(f"error: --converter {args.converter}: {why_not}", file=sys.stderr)
+        return EXIT_USAGE
     from .facts import collect, describe
     from .session import run_with_pytest
-    print(f"conformance: {len(cases)} cases x 2 directions"
-          + (f" and {len(scenarios)} training cases" if scenarios else "") + f" from {args.cases}"
+    converting = "" if args.converter == "transfer_weights" else \
+        f" through {adapter.name} {adapter.version()} ({', '.join(adapter.directions)})"
+    print(f"conformance: {len(cases)} cases x {len(adapter.directions)} directions"
+          + (f" and {len(scenarios)} training cases" if scenarios else "") + f" from {args.cases}{converting}"
           + (f", shard {args.shard}" if args.shard else "") + (f", {args.workers} workers" if args.workers else "")
           + f"\nenvironment: {describe(collect(args.torch_device))}")
     return run_with_pytest(args, catalogue_errors=bool(catalogue.errors or training_errors))
@@ -106,6 +119,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
     except results_file.ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from .merge import converter_of
+    for name, baseline_label, baseline, document in pairs:
+        judged = converter_of(baseline)[0], converter_of(document)[0]
+        if judged[0] != judged[1]:
+            print(f"error: {baseline_label} judged converter {judged[0]}, {args.candidate} {judged[1]}"
+                  f"{f' ({name})' if name else ''}: compare runs of one converter (conformance merge puts "
+                  "different converters side by side)", file=sys.stderr)
+            return EXIT_USAGE
     regressions = False
     for name, baseline_label, baseline, document in pairs:
         changes = diff(baseline, document, headroom_factor=args.headroom_factor)
@@ -323,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extended", action="store_true", help="also run the cases of the extended tier")
     run.add_argument("--torch-device", metavar="DEVICE", default="cpu",
                      help="run the torch side on this device, e.g. cuda (TF32 disabled); default cpu")
+    run.add_argument("--converter", metavar="NAME", default="transfer_weights",
+                     help="the converter under test: transfer_weights (ours, the default) or an adapter registered "
+                          "under the conformance.converters entry point (onnx2keras, onnx2torch, ...); see README")
     run.add_argument("--junit", metavar="PATH",
                      help="also write a JUnit XML file: one testcase per case and direction")
     run.add_argument("-n", "--workers", metavar="N",

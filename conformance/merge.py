@@ -25,6 +25,15 @@ _SIGNATURE_FACTS = ("keras_backend", "onednn", "onednn_isa", "isa", "torch_devic
 _SIGNATURE_VERSIONS = ("torch", "tensorflow", "keras", "numpy", "python")
 
 
+def converter_of(document: dict[str, Any]) -> tuple[str, str]:
+    """The converter a run judged (name, version): the ``converter`` fact, or our own for runs made before
+    converters could be chosen (every run then went through transfer_weights)."""
+    fact = ((document.get("environment") or {}).get("facts") or {}).get("converter") or {}
+    if not isinstance(fact, dict):
+        return "transfer_weights", ""
+    return str(fact.get("name") or "transfer_weights"), str(fact.get("version") or "")
+
+
 class MergeError(ConformanceError):
     """Shards or runs that cannot be merged: overlapping, missing, or not from one run."""
 
@@ -33,15 +42,20 @@ def signature(document: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two runs the same environment: the scoped facts and the framework versions."""
     env = document.get("environment") or {}
     facts = env.get("facts") or {}
-    return tuple(facts.get(k) for k in _SIGNATURE_FACTS) + tuple(env.get(k) for k in _SIGNATURE_VERSIONS)
+    return (tuple(facts.get(k) for k in _SIGNATURE_FACTS) + tuple(env.get(k) for k in _SIGNATURE_VERSIONS)
+            + (converter_of(document)[0],))
 
 
 def environment_name(document: dict[str, Any], differing: set[str]) -> str:
-    """A short column title: the Keras backend and oneDNN, then whatever else differs between the runs."""
+    """A short column title: the Keras backend and oneDNN, then whatever else differs between the runs; runs
+    of different converters are titled by the converter first (and the backend only where that differs)."""
     env = document.get("environment") or {}
     facts = env.get("facts") or {}
     parts = [f"{facts.get('keras_backend', env.get('keras_backend', '?'))}",
              f"oneDNN {'on' if facts.get('onednn') else 'off'}"]
+    if "converter" in differing:
+        name, version = converter_of(document)
+        parts = [f"{name} {version}".strip()] + (parts if differing & {"keras_backend", "onednn"} else [])
     for key in _SIGNATURE_FACTS[2:]:
         if key in differing and key != "onednn":
             parts.append(f"{key} {facts.get(key)}")
@@ -125,7 +139,7 @@ def merge(paths: Sequence[str]) -> dict[str, Any]:
                       if len(indices) > 1 else flat[indices[0]])
     if len(joined) == 1:
         return joined[0]
-    differing = {k for position, k in enumerate(_SIGNATURE_FACTS + _SIGNATURE_VERSIONS)
+    differing = {k for position, k in enumerate(_SIGNATURE_FACTS + _SIGNATURE_VERSIONS + ("converter",))
                  if len({signature(d)[position] for d in joined}) > 1}
     names: list[str] = []
     for document in joined:
@@ -145,4 +159,4 @@ def load_any(path: str | Path) -> dict[str, Any]:
     return results_file.load(path)
 
 
-__all__ = ["MATRIX_SCHEMA", "MergeError", "load_any", "merge", "signature"]
+__all__ = ["MATRIX_SCHEMA", "MergeError", "converter_of", "load_any", "merge", "signature"]

@@ -46,6 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds per case from an earlier run, to balance shards (default: %(default)s)")
     group.addoption("--conformance-torch-device", default="cpu", metavar="DEVICE",
                     help="run the torch side on this device, e.g. cuda (TF32 disabled)")
+    group.addoption("--conformance-converter", default="transfer_weights", metavar="NAME",
+                    help="the converter under test (an adapter of conformance.converters); default: our own "
+                         "transfer_weights")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -126,13 +129,31 @@ class CaseNode(pytest.Collector):
 
     def collect(self) -> Any:
         training = isinstance(self.parent, TrainingFile)
-        for direction in [self.case.direction] if training else DIRECTIONS:
+        if training and self.config.getoption("--conformance-converter", "transfer_weights") != "transfer_weights":
+            return                  # training scenarios judge the frameworks, not a converter under test
+        for direction in [self.case.direction] if training else _directions(self.config):
             kind = TrainingItem if training else CaseItem
             item = kind.from_parent(self, name=direction, case=self.case, direction=direction)
             item.add_marker("catalogue")
             if self.case.tier == "extended":
                 item.add_marker("extended")
             yield item
+
+
+def _directions(config: pytest.Config) -> tuple[str, ...]:
+    """The directions the chosen converter converts (both, for the built-in one)."""
+    name = config.getoption("--conformance-converter", "transfer_weights")
+    if name == "transfer_weights":
+        return DIRECTIONS
+    cached = getattr(config, "_conformance_directions", None)
+    if cached is None:
+        from .converters import ConverterError, get
+        try:
+            cached = tuple(get(name).directions)
+        except ConverterError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config._conformance_directions = cached  # type: ignore[attr-defined]
+    return cached
 
 
 class CaseFailure(Exception):
@@ -150,14 +171,15 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         from .runner import run_case, use_one_torch_thread
         use_one_torch_thread()
-        self.judge(run_case(self.case, self.direction, self.config.getoption("--conformance-torch-device")))
+        self.judge(run_case(self.case, self.direction, self.config.getoption("--conformance-torch-device"),
+                            self.config.getoption("--conformance-converter")))
 
     def judge(self, result: Any) -> None:
         self.user_properties.append(("conformance_result", result.to_json()))
         if result.outcome == "divergence":
             pytest.xfail(f"recorded divergence: {result.divergence['reason'] if result.divergence else ''}")
-        if result.outcome in ("skipped", "unsupported"):
-            pytest.skip(result.message)
+        if result.outcome in ("skipped", "unsupported", "refused"):
+            pytest.skip(f"{result.outcome}: {result.message}" if result.outcome == "refused" else result.message)
         if result.outcome != "passed":
             raise CaseFailure(result)
 
@@ -231,7 +253,7 @@ class ResultsCollector:
         if error is not None:
             self.errors.append(error)
         parts = report.nodeid.split("::")
-        if result is None and report.failed and len(parts) >= 3 and parts[-1] in DIRECTIONS \
+        if result is None and report.failed and len(parts) >= 3 and "->" in parts[-1] \
                 and (parts[-2], parts[-1]) not in self.results:
             crashed = _crashed(report)        # a worker died mid-case: the case is an error, named
             if crashed is not None:
@@ -247,7 +269,8 @@ class ResultsCollector:
         use_one_torch_thread()           # facts record the threads a catalogue run uses, in every process model
         ordered, records = _in_catalogue_order(self.results)
         document = results_file.build(ordered, records, self.errors,
-                                      config.getoption("--conformance-torch-device"))
+                                      config.getoption("--conformance-torch-device"),
+                                      config.getoption("--conformance-converter"))
         shard_text = config.getoption("--conformance-shard")
         if shard_text:
             from .selection import parse_shard

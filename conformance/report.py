@@ -21,7 +21,7 @@ from urllib.parse import quote
 from .escape import _e, _x
 from .report_assets import BENCH_CSS, CSS, JS
 from .report_train import training_section
-from .results import OUTCOMES
+from .results import OUTCOMES, PEER_OUTCOMES
 
 _ENV_KEYS = (("python", "Python"), ("torch", "PyTorch"), ("tensorflow", "TensorFlow"), ("keras", "Keras"),
              ("keras_backend", "Keras backend"), ("numpy", "NumPy"), ("platform", "platform"),
@@ -138,9 +138,9 @@ def _chip(outcome: str, count: int, label: str | None = None) -> str:
 
 def _totals(counts: Counter[str], cases: list[dict[str, Any]]) -> str:
     total = len(cases)
-    chips = "".join(_chip(o, counts.get(o, 0)) for o in OUTCOMES if counts.get(o, 0) or o == "passed")
+    chips = "".join(_chip(o, counts.get(o, 0)) for o in OUTCOMES + PEER_OUTCOMES if counts.get(o, 0) or o == "passed")
     bar, x = [], 0.0
-    for outcome in OUTCOMES:
+    for outcome in OUTCOMES + PEER_OUTCOMES:
         n = counts.get(outcome, 0)
         if n and total:
             width = 1000 * n / total

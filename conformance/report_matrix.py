@@ -14,9 +14,10 @@ from typing import Any
 from .escape import _e
 from .results import OUTCOMES
 
-_SEVERITY = {"error": 6, "failed": 5, "xpass": 4, "unsupported": 3, "divergence": 2, "skipped": 1, "passed": 0}
+_SEVERITY = {"error": 6, "failed": 5, "xpass": 4, "refused": 3, "unsupported": 3, "divergence": 2, "skipped": 1,
+             "passed": 0}
 _SHORT = {"passed": "pass", "failed": "FAIL", "divergence": "div", "unsupported": "unsup", "xpass": "XPASS",
-          "skipped": "skip", "error": "ERROR"}
+          "skipped": "skip", "error": "ERROR", "refused": "refused"}
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1b1f24}h1{margin:0 0 4px}h2{margin:28px 0 8px}
 table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #d5d9de;padding:4px 8px;vertical-align:top}
@@ -78,14 +79,18 @@ def render_matrix(matrix: dict[str, Any]) -> str:
             differing.append(f"<tr><td><code>{_e(key[0])}</code> <span class='meta'>{_e(key[1])}</span></td>"
                              f"{''.join(cells)}</tr>")
     heads = "".join(_header(e) for e in entries)
+    from .report_scoreboard import has_converters, render_scoreboard
+    scoreboard, scoreboard_css = render_scoreboard(matrix) if has_converters(matrix) else ("", "")
     differ_html = (f"<table><thead><tr><th>case</th>{heads}</tr></thead><tbody>{''.join(differing)}</tbody></table>"
                    if differing else "<p class='meta'>every case has the same outcome in every environment</p>")
     return "\n".join([
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>conformance matrix · {len(entries)} environments</title><style>{_CSS}</style></head><body>",
+        f"<title>conformance matrix · {len(entries)} environments</title><style>{_CSS}{scoreboard_css}</style>"
+        "</head><body>",
         f"<header><h1>conformance compatibility matrix</h1><p class='meta'>created {_e(matrix.get('created'))} · "
         f"{len(entries)} environments: {_e('; '.join(names))} · schema {_e(matrix.get('schema'))} "
         f"v{_e(matrix.get('schema_version'))}</p></header>",
+        scoreboard,
         f"<section id='families'><h2>families × environments</h2><table><thead><tr><th>family</th>{heads}</tr>"
         f"</thead><tbody>{''.join(family_rows)}</tbody></table></section>",
         f"<section id='differences'><h2>{len(differing)} case results that differ between environments</h2>"

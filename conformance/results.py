@@ -6,6 +6,10 @@ environment ``scope``), ``errors`` (case files that did not load)
 and ``cases`` (one entry per concrete case and direction; see :class:`runner.CaseResult`).
 Optional: ``benchmarks``, a timing summary from :func:`conformance.bench.summarise`, added by
 :func:`conformance.bench.attach` (files without it are the same schema version).
+``environment.facts.converter`` names the converter under test (name, version, directions;
+``transfer_weights`` for our own); a run through a third-party converter may have the outcome
+``refused`` (the converter declined), counted in ``summary`` only when it occurs, and its cases
+carry ``converter`` (:mod:`conformance.converters.peer`).
 Reports and the upgrade gate read only this file, never torch or keras.
 """
 
@@ -28,6 +32,9 @@ SCHEMA = "conformance-results"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)   # 2 added the `unsupported` outcome, environment.facts and record scopes
 OUTCOMES = ("passed", "failed", "divergence", "unsupported", "xpass", "skipped", "error")
+# Outcomes only a converter under test has (conformance.converters.peer): counted in a summary when they occur,
+# so a built-in run's summary is the same as before they existed.
+PEER_OUTCOMES = ("refused",)
 
 
 def git_revision() -> str:
@@ -42,7 +49,7 @@ def git_revision() -> str:
         return "unknown"
 
 
-def environment(torch_device: str = "cpu") -> dict[str, Any]:
+def environment(torch_device: str = "cpu", converter: str = "transfer_weights") -> dict[str, Any]:
     """Versions, platform, devices and the facts of :mod:`conformance.facts` (under ``facts``).
     Imports torch and keras, which a run has loaded anyway."""
     import numpy
@@ -64,6 +71,8 @@ def environment(torch_device: str = "cpu") -> dict[str, Any]:
     env["device"] = devices[-1] if len(devices) > 1 else devices[0]
     from .facts import collect
     env["facts"] = collect(torch_device)
+    from .converters import get
+    env["facts"]["converter"] = get(converter).fact()   # the converter under test: merge makes it a column
     env["git_revision"] = git_revision()
     env["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     return env
@@ -72,17 +81,19 @@ def environment(torch_device: str = "cpu") -> dict[str, Any]:
 def summarise(cases: Iterable[dict[str, Any]]) -> dict[str, int]:
     counts = Counter(case["outcome"] for case in cases)
     summary = {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
+    summary.update({outcome: counts[outcome] for outcome in PEER_OUTCOMES if counts.get(outcome)})
     summary["total"] = sum(counts.values())
     return summary
 
 
 def build(case_results: Sequence[dict[str, Any]], divergences: Sequence[dict[str, Any]] = (),
-          errors: Sequence[dict[str, Any]] = (), torch_device: str = "cpu") -> dict[str, Any]:
+          errors: Sequence[dict[str, Any]] = (), torch_device: str = "cpu",
+          converter: str = "transfer_weights") -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "environment": environment(torch_device),
+        "environment": environment(torch_device, converter),
         "summary": summarise(case_results),
         "divergences": list(divergences),
         "errors": list(errors),

@@ -183,13 +183,16 @@ def installed_versions() -> dict[str, str]:
     return versions
 
 
-def run_case(case: Case, direction: str, torch_device: str = "cpu") -> CaseResult:
+def run_case(case: Case, direction: str, torch_device: str = "cpu", converter: str = "transfer_weights") -> CaseResult:
     """Run one case in one direction and judge it. Never raises for a problem with the case.
 
     ``torch_device`` puts the torch side on a GPU ("cuda"); TF32 is then disabled, so that the
     comparison sees float32 arithmetic on both sides. The records that apply are those whose
     versions and environment facts (:func:`conformance.facts.scope_facts`) fit this process.
     """
+    if converter != "transfer_weights":         # a converter under test: its own path and verdicts
+        from .converters.peer import run_peer
+        return run_peer(case, direction, converter, torch_device)
     from .facts import scope_facts
     result = CaseResult(case.id, case.family, direction, dict(case.params), "error", case.seed, case.file,
                         tier=case.tier, mode=getattr(case, "mode", "inference"))
@@ -285,7 +288,6 @@ def on_device(module: Any, device: str) -> Any:
 def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cpu") -> None:
     from .comparison import compare
     from .pair import randomize_keras, randomize_torch
-    from .transfer import transfer_between_twins
 
     clock = time.perf_counter()
     pair, memo = pair_for(case)
@@ -294,14 +296,13 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
     weight_seed = case.seed + (1 if direction == "torch->keras" else 2)
     if direction == "torch->keras":
         randomize_torch(pair.torch, weight_seed)
-        source, destination = pair.torch, pair.keras
+        source = pair.torch
     else:
         randomize_keras(pair.keras, weight_seed)
-        source, destination = pair.keras, pair.torch
+        source = pair.keras
     clock = time.perf_counter()
-    mapping = transfer_between_twins(source, destination, memo)
+    result.mapping = _builtin_transfer(pair, source, direction, case.id, memo)   # the built-in converter adapter
     result.timings["transfer"] = time.perf_counter() - clock
-    result.mapping = [asdict(row) for row in mapping]
 
     tolerance = case.tolerance or pair.family.tolerance(pair.params)
     inputs = pair.sample_inputs(case.seed, case.batch)
@@ -334,6 +335,17 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
             "torch": max(_distance(a, e) for a, e in zip(torch_list, expected_list, strict=False)),
             "keras": max(_distance(a, e) for a, e in zip(keras_list, expected_list, strict=False)),
         }
+
+
+def _builtin_transfer(pair: Any, source: Any, direction: str, case_id: str, memo: dict[str, Any]
+                      ) -> list[dict[str, Any]]:
+    """The default run's conversion, through the ``transfer_weights`` adapter; returns its weight mapping."""
+    from pathlib import Path
+
+    from .converters import Context, TransferWeights
+    context = Context(pair, direction, Path("."), case_id, memo=memo)
+    TransferWeights().convert(source, (), context)
+    return context.mapping
 
 
 def _distance(actual: Any, expected: np.ndarray) -> float:

@@ -32,7 +32,8 @@ def pytest_arguments(args: argparse.Namespace, results: Path, ini: Path) -> list
                  "-p", "no:cacheprovider", "-p", "no:warnings", *_UNUSED_PLUGINS,
                  "-q", "--tb=short", "-rN",
                  "--conformance-cases", str(cases), "--conformance-results", str(results),
-                 "--conformance-torch-device", args.torch_device]
+                 "--conformance-torch-device", args.torch_device,
+                 "--conformance-converter", getattr(args, "converter", "transfer_weights")]
     if args.select:
         arguments += ["--conformance-select", args.select]
     if args.extended:
@@ -76,7 +77,7 @@ def run_with_pytest(args: argparse.Namespace, catalogue_errors: bool = False) ->
         junit.write_bytes(junit_xml(document))
     summary = document["summary"]
     print(", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "unsupported", "xpass",
-                                                  "error", "skipped") if summary.get(k))
+                                                  "refused", "error", "skipped") if summary.get(k))
           + f" in {time.perf_counter() - started:.1f}s")
     print(f"results: {results_path}\nreport:  {report_path}" + (f"\njunit:   {args.junit}" if args.junit else ""))
     bad = sum(summary.get(k, 0) for k in ("failed", "xpass", "error"))

@@ -2,7 +2,7 @@
   'use strict';
   var t0 = performance.now();
   var OUTCOMES = ['passed', 'failed', 'divergence', 'unsupported', 'xpass', 'skipped', 'error'];
-  var SEVERITY = {error: 6, failed: 5, xpass: 4, unsupported: 3, divergence: 2, skipped: 1, passed: 0};
+  var SEVERITY = {error: 6, failed: 5, xpass: 4, refused: 3, unsupported: 3, divergence: 2, skipped: 1, passed: 0};
   var data = JSON.parse(document.getElementById('conformance-data').textContent);
   var cases = data.cases || [], baseline = data.baseline, flags = data.flags || {};
   var main = document.getElementById('families'), tip = document.getElementById('tip');
