@@ -83,6 +83,7 @@ def _dropout_side(name: str, x: np.ndarray, out: np.ndarray, p: float) -> dict[s
 
 def judge_dropout(pair: Any, case: Any, inputs: list[np.ndarray]) -> tuple[float, str, dict[str, Any]]:
     """``Dropout(p)`` in training mode: (headroom, problem, the statistics for the result)."""
+    import keras
     import torch
     p = float(pair.params["p"])
     x = inputs[0]
@@ -95,7 +96,7 @@ def judge_dropout(pair: Any, case: Any, inputs: list[np.ndarray]) -> tuple[float
     pair.torch.eval()
     seeded = _seed_keras(pair.keras, case.seed)
     to_last = bool(pair.channels_last)
-    k_out = np.asarray(pair.keras(_move_channels(x, True) if to_last else x, training=True))
+    k_out = keras.ops.convert_to_numpy(pair.keras(_move_channels(x, True) if to_last else x, training=True))
     if to_last:
         k_out = _move_channels(k_out, False)
     sides = [_dropout_side("torch", x, t_out, p), _dropout_side("keras", x, k_out, p)]
@@ -112,6 +113,7 @@ def judge_dropout(pair: Any, case: Any, inputs: list[np.ndarray]) -> tuple[float
 
 def _attention_energy(pair: Any, inputs: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample energies of (train - eval) output 0, torch and Keras."""
+    import keras
     import torch
     xs = [torch.from_numpy(a).to(_device_of(pair.torch)) for a in inputs]
     with torch.no_grad():
@@ -126,7 +128,8 @@ def _attention_energy(pair: Any, inputs: list[np.ndarray], seed: int) -> tuple[n
     k_eval = pair.keras(feed, training=False)
     _seed_keras(pair.keras, seed)
     k_train = pair.keras(feed, training=True)
-    k_eval, k_train = (np.asarray(o[0] if isinstance(o, tuple | list) else o) for o in (k_eval, k_train))
+    k_eval, k_train = (keras.ops.convert_to_numpy(o[0] if isinstance(o, tuple | list) else o)
+                       for o in (k_eval, k_train))
     t = ((t_train.cpu().numpy().astype(np.float64) - t_eval.cpu().numpy()) ** 2).reshape(len(inputs[0]), -1).sum(axis=1)
     k = ((k_train.astype(np.float64) - k_eval) ** 2).reshape(len(inputs[0]), -1).sum(axis=1)
     return t, k

@@ -35,7 +35,7 @@ from ..cases import Case
 from ..errors import ConformanceError, UnsupportedError
 from ..quiet import capture_framework_logs
 from ..refusal import plain
-from ..runner import CaseResult, _distance, _pair_for, on_device
+from ..runner import CaseResult, _distance, on_device, pair_for
 from . import Converter, ConverterError, Refused, get
 
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
@@ -133,7 +133,7 @@ def _convert_and_judge(case: Case, direction: str, adapter: Converter, result: P
 
     clock = time.perf_counter()
     try:
-        pair = _pair_for(case)
+        pair, _ = pair_for(case)
     except UnsupportedError as exc:
         result.outcome, result.message = "skipped", plain(f"the pair cannot be built here: {exc}")
         return

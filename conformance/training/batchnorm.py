@@ -73,7 +73,7 @@ def _channels_last(x: np.ndarray) -> np.ndarray:
 def _keras_stats(model: Any) -> tuple[np.ndarray, np.ndarray]:
     import keras
     layer = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
-    return np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+    return keras.ops.convert_to_numpy(layer.moving_mean), keras.ops.convert_to_numpy(layer.moving_variance)
 
 
 def batch_norm_training(family: str = "batch_norm2d", num_features: int = 5, input_shape: tuple[int, ...] = (5, 6, 7),
@@ -87,6 +87,7 @@ def batch_norm_training(family: str = "batch_norm2d", num_features: int = 5, inp
     ``measured`` holds the factor read from the first pass's updates (torch's over Keras's) and
     n/(n-1). ``keras_momentum_override`` plants a wrong momentum (for meta-tests).
     """
+    import keras
     input_shape = tuple(input_shape)
     torch_model, keras_model = _pair(family, num_features, input_shape, momentum, eps, correction,
                                      keras_momentum_override, seed)
@@ -96,7 +97,7 @@ def batch_norm_training(family: str = "batch_norm2d", num_features: int = 5, inp
     for step, x in enumerate(_batches(input_shape, batch, steps, seed + 1)):
         with torch.no_grad():
             out_t = torch_model(torch.from_numpy(x)).numpy()
-        out_k = np.asarray(keras_model(_channels_last(x), training=True))
+        out_k = keras.ops.convert_to_numpy(keras_model(_channels_last(x), training=True))   # any backend
         out_k = np.moveaxis(out_k, -1, 1) if out_k.ndim >= 3 else out_k
         errors.append(tensor_error(f"output[{step}]", out_t, out_k, OUTPUT_ATOL, OUTPUT_RTOL))
         if step == 0:
