@@ -21,7 +21,7 @@ from .base import Absent, Table
 
 SCHEMA = "conformance-results"
 MATRIX_SCHEMA = "conformance-matrix"
-Outcome = Literal["passed", "failed", "divergence", "unsupported", "xpass", "skipped", "error"]
+Outcome = Literal["passed", "failed", "divergence", "unsupported", "xpass", "skipped", "error", "refused"]
 Direction = Literal["torch->keras", "keras->torch"]
 
 
@@ -97,6 +97,7 @@ class Summary(Table):
     xpass: int = 0
     skipped: int = 0
     error: int = 0
+    refused: int = 0     # a converter under test declined (conformance.converters); only where it occurs
     total: int = 0
 
 
