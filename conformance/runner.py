@@ -15,7 +15,7 @@ import time
 import traceback
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -324,17 +324,23 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
         result.message = comparison.problem
         return
     if pair.family.reference is not None:
-        weights = {k: v.detach().cpu().double().numpy() for k, v in pair.torch.state_dict().items()
-                   if v.is_floating_point()}
-        x64 = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs)
-        expected = pair.family.reference(x64[0] if len(x64) == 1 else x64, weights, pair.params)
-        expected_list = list(expected) if isinstance(expected, list | tuple) else [expected]
+        expected_list = reference_outputs(pair, inputs)
         torch_list = comparison.torch_outputs or [o for o in (comparison.torch_output,) if o is not None]
         keras_list = comparison.keras_outputs or [o for o in (comparison.keras_output,) if o is not None]
         result.reference_error = {
             "torch": max(_distance(a, e) for a, e in zip(torch_list, expected_list, strict=False)),
             "keras": max(_distance(a, e) for a, e in zip(keras_list, expected_list, strict=False)),
         }
+
+
+def reference_outputs(pair: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The family's float64 reference on ``inputs`` (torch layout) with the torch model's weights: the third
+    party that says which framework moved."""
+    weights = {k: v.detach().cpu().double().numpy() for k, v in pair.torch.state_dict().items()
+               if v.is_floating_point()}
+    x64 = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs)
+    expected = pair.family.reference(x64[0] if len(x64) == 1 else x64, weights, pair.params)
+    return list(expected) if isinstance(expected, list | tuple) else [expected]
 
 
 def _builtin_transfer(pair: Any, source: Any, direction: str, case_id: str, memo: dict[str, Any]

@@ -60,6 +60,14 @@ class Context:
     memo: dict[str, Any] | None = None     # the runner's per-pair memo: the second direction reuses the pairing
 
 
+def installed_version(distribution: str) -> str:
+    """An installed distribution's version, or "not installed"."""
+    try:
+        return md.version(distribution)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
 class Converter:
     """Base class of adapters. Subclasses set the class attributes and implement ``convert``."""
 
@@ -70,12 +78,7 @@ class Converter:
     distribution: ClassVar[str] = ""          # the package whose version is reported
 
     def version(self) -> str:
-        if not self.distribution:
-            return "unknown"
-        try:
-            return md.version(self.distribution)
-        except md.PackageNotFoundError:
-            return "not installed"
+        return installed_version(self.distribution) if self.distribution else "unknown"
 
     def available(self) -> str | None:
         """None when the converter can run here, else why not (a missing package, in words)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import Context, Converter
+from . import Context, Converter, installed_version
 from .onnx_routes import _missing, declare_torchvision_ops
 
 
@@ -65,11 +65,7 @@ class Nobuco(Converter):
         return _missing("nobuco", "tf_keras", "torchvision")
 
     def version(self) -> str:
-        import importlib.metadata as md
-        try:
-            tf_keras = md.version("tf-keras")
-        except md.PackageNotFoundError:
-            tf_keras = "not installed"
+        tf_keras = installed_version("tf-keras")
         return f"{super().version()} (tf-keras {tf_keras})"
 
     def convert(self, source: Any, inputs: Sequence[np.ndarray], context: Context) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import Context, Converter, Refused
+from . import Context, Converter, Refused, installed_version
 
 
 def _missing(*modules: str) -> str | None:
@@ -135,11 +135,7 @@ class Onnx2Torch(Converter):
         return _missing("onnx", "onnx2torch", "tf2onnx", "torchvision")
 
     def version(self) -> str:
-        import importlib.metadata as md
-        try:
-            tf2onnx = md.version("tf2onnx")
-        except md.PackageNotFoundError:
-            tf2onnx = "not installed"
+        tf2onnx = installed_version("tf2onnx")
         return f"{super().version()} (tf2onnx {tf2onnx}, opset 17)"
 
     def convert(self, source: Any, inputs: Sequence[np.ndarray], context: Context) -> Callable[..., Any]:

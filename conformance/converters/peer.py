@@ -35,7 +35,7 @@ from ..cases import Case
 from ..errors import ConformanceError, UnsupportedError
 from ..quiet import capture_framework_logs
 from ..refusal import plain
-from ..runner import CaseResult, _distance, on_device, pair_for
+from ..runner import CaseResult, _distance, on_device, pair_for, reference_outputs
 from . import Converter, ConverterError, Refused, get
 
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
@@ -236,11 +236,7 @@ def _convert_and_judge(case: Case, direction: str, adapter: Converter, result: P
             result.outcome, result.divergence = "divergence", record.to_json()
             result.message += f"\n  where the frameworks themselves diverge (recorded in {case.file}): {record.reason}"
     if pair.family.reference is not None and source_is_torch:
-        weights = {k: v.detach().cpu().double().numpy() for k, v in pair.torch.state_dict().items()
-                   if v.is_floating_point()}
-        x64 = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in torch_layout)
-        reference = pair.family.reference(x64[0] if len(x64) == 1 else x64, weights, pair.params)
-        reference_list = list(reference) if isinstance(reference, list | tuple) else [reference]
+        reference_list = reference_outputs(pair, torch_layout)
         got_list = comparison.keras_outputs or [o for o in (comparison.keras_output,) if o is not None]
         result.reference_error = {
             "torch": max(_distance(a, r) for a, r in zip(expected, reference_list, strict=False)),

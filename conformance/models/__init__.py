@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..lazy import lazy_attribute
+
 if TYPE_CHECKING:
     from .lenet import TorchLeNet5, keras_lenet5, naive_transfer
 
@@ -19,11 +21,4 @@ _LAZY = {"TorchLeNet5": "lenet", "keras_lenet5": "lenet", "naive_transfer": "len
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        import torch  # noqa: F401  (before anything that may import TensorFlow)
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name, globals())

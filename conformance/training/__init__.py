@@ -15,10 +15,10 @@ cannot map), :func:`keras_momentum` (BatchNorm momentum), the opt-in Keras class
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..families.norm import keras_momentum
+from ..lazy import lazy_attribute
 from .results import Divergence, ScenarioResult, TensorError
 
 if TYPE_CHECKING:
@@ -42,9 +42,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import torch  # noqa: F401  (before anything that may import TensorFlow)
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name, globals())
