@@ -124,9 +124,28 @@ def keras_gradients(model: Any, inputs: list[np.ndarray], rs: list[np.ndarray], 
         grads = torch.autograd.grad(loss, watched + [v.value for v in variables], allow_unused=True)
         grads = [torch.zeros_like(t) if g is None else g for g, t in
                  zip(grads, watched + [v.value for v in variables], strict=True)]
+    elif backend == "jax":
+        import jax
+        import jax.numpy as jnp
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        xs = [jnp.asarray(a) for a in feed]
+        watched = [x for x, f in zip(xs, floats, strict=True) if f]
+
+        def loss_of(float_inputs: list[Any], trainable: list[Any]) -> tuple[Any, list[Any]]:
+            """JAX differentiates functions, not tapes: the model as a pure function of inputs and weights."""
+            given = iter(float_inputs)
+            full = [next(given) if f else x for x, f in zip(xs, floats, strict=True)]
+            out, _ = model.stateless_call(trainable, non_trainable, full[0] if len(full) == 1 else full,
+                                          training=True)
+            flat = _torch_flat(out)
+            return sum(jnp.sum(o * r) for o, r in zip(flat, keras_rs, strict=True)), flat
+
+        (_, outs), (input_grads_j, weight_grads) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(
+            watched, [v.value for v in variables])
+        grads = list(input_grads_j) + list(weight_grads)
     else:
         from .errors import UnsupportedError
-        raise UnsupportedError(f"train mode computes Keras gradients on the tensorflow and torch backends, "
+        raise UnsupportedError(f"train mode computes Keras gradients on the tensorflow, torch and jax backends, "
                                f"not {backend}")
     grads = [keras.ops.convert_to_numpy(g) for g in grads]
     input_grads: list[np.ndarray | None] = []
