@@ -185,12 +185,13 @@ def _histogram(cases: list[dict[str, Any]]) -> str:
 
 
 def _controls(counts: Counter[str]) -> str:
+    shown = OUTCOMES + tuple(o for o in PEER_OUTCOMES if counts.get(o))    # refused: only a converter's runs
     boxes = "".join(f"<label class='chip o-{o}'><input type='checkbox' name='outcome' value='{o}' checked> "
-                    f"{o} <b>{counts.get(o, 0)}</b></label>" for o in OUTCOMES)
+                    f"{o} <b>{counts.get(o, 0)}</b></label>" for o in shown)
     legend = "".join(f"<span><i class='c o-passed {cls}'></i>{label}</span>" for cls, label in
                      (("h0", "<1e-4"), ("h1", "<1e-3"), ("h2", "<1e-2"), ("h3", "<0.1"), ("h4", "<0.5"),
                       ("h5", "≤1")))
-    legend += "".join(f"<span><i class='c o-{o}'></i>{o}</span>" for o in OUTCOMES if o != "passed")
+    legend += "".join(f"<span><i class='c o-{o}'></i>{o}</span>" for o in shown if o != "passed")
     legend += "<span><i class='c o-passed h0 tr'></i>train mode</span>"
     return (
         "<section id='controls'><div class='bar'>"

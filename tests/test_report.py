@@ -229,3 +229,12 @@ def test_browser_screenshot(tmp_path: Path, baseline: dict[str, Any], planted: d
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (1400, 1000)
     assert len(data) > 30_000, "a blank page compresses to a few kB"
+
+
+def test_a_converters_refused_outcome_gets_its_filter_only_where_it_occurs(baseline: dict[str, Any]) -> None:
+    assert "value='refused'" not in render(baseline)          # a built-in run's controls are as before
+    peer = copy.deepcopy(baseline)
+    declined = peer["cases"][0]
+    declined.update(outcome="refused", message="the converter declined: planted")
+    page = render(peer)
+    assert "value='refused'" in page and "<i class='c o-refused'>" in page
