@@ -59,12 +59,27 @@ def flatten_dense(channels: int = 512, side: int = 7, width: int = 4096) -> tupl
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+    return interleaved_best({"fn": fn}, repeat)["fn"]
+
+
+def interleaved_best(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best seconds of each run over ``repeat`` rounds, the runs taking turns within a round, so that a
+    shared machine's slow spells hit every candidate alike."""
+    times: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for key, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {key: min(values) for key, values in times.items()}
+
+
+def machine_line() -> str:
+    """The ISA, oneDNN as resolved and the CPUs: every figure printed below depends on them."""
+    facts = scope_facts()
+    return (f"isa {facts['isa']}; oneDNN {'on, kernels up to ' + facts['onednn_isa'] if facts['onednn'] else 'off'}; "
+            f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; torch threads {torch.get_num_threads()}; "
+            f"load {os.getloadavg()[0]:.1f}")
 
 
 def writes_only(src: object, dst: object) -> Callable[[], None]:
@@ -106,9 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    facts = scope_facts()
-    print(f"isa {facts['isa']}; oneDNN {'on, kernels up to ' + facts['onednn_isa'] if facts['onednn'] else 'off'}; "
-          f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; torch threads {torch.get_num_threads()}")
+    print(machine_line())
     measure("dense stack", *dense_stack(), repeat=args.repeat)
     measure("conv stack", *conv_stack(), repeat=args.repeat)
     measure("flatten->dense (VGG)", *flatten_dense(), repeat=args.repeat)

@@ -12,9 +12,9 @@ Run: python benchmarks/transpose_candidates.py [--repeat 5]; taskset -c 0 for on
 from __future__ import annotations
 
 import argparse
-import os
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch  # torch before TensorFlow: the other order has crashed
@@ -23,7 +23,9 @@ import torch  # torch before TensorFlow: the other order has crashed
 import tensorflow as tf
 
 from conformance import blockcopy
-from conformance.facts import scope_facts
+
+sys.path.insert(0, str(Path(__file__).parent))
+import transfer_ratio  # noqa: E402
 
 SHAPES = {"dense 2900x2900": ((2900, 2900), (1, 0)),
           "conv O,I,HW -> HW,I,O": ((512, 512, 9), (2, 1, 0)), "conv back": ((9, 512, 512), (2, 1, 0)),
@@ -65,22 +67,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    facts = scope_facts()
-    print(f"isa {facts['isa']}; oneDNN {'on' if facts['onednn'] else 'off'}; "
-          f"{len(os.sched_getaffinity(0))} usable CPUs; load {os.getloadavg()[0]:.1f}")
+    print(transfer_ratio.machine_line())
     for name, (shape, perm) in SHAPES.items():
         x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-        runs = candidates(x, perm)
-        times: dict[str, list[float]] = {key: [] for key in runs}
-        for _ in range(args.repeat):
-            for key, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-        memcpy = min(times["memcpy (warm)"])
+        best = transfer_ratio.interleaved_best(candidates(x, perm), args.repeat)
+        memcpy = best["memcpy (warm)"]
         print(f"{name} ({x.nbytes / 1e6:.0f} MB, memcpy {memcpy * 1e3:.1f} ms):")
-        for key, values in times.items():
-            print(f"    {key:38s} {min(values) / memcpy:6.2f}x")
+        for key, seconds in best.items():
+            print(f"    {key:38s} {seconds / memcpy:6.2f}x")
 
 
 if __name__ == "__main__":

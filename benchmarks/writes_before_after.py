@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ import torch  # torch before TensorFlow: the other order has crashed
 
 # isort: split
 from conformance import fastcopy, transfer
-from conformance.facts import scope_facts
 
 sys.path.insert(0, str(Path(__file__).parent))
 import transfer_ratio  # noqa: E402
@@ -55,9 +52,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     old = load(args.old)
-    facts = scope_facts()
-    print(f"isa {facts['isa']}; oneDNN {'on' if facts['onednn'] else 'off'}; "
-          f"{len(os.sched_getaffinity(0))} usable CPUs; load {os.getloadavg()[0]:.1f}")
+    print(transfer_ratio.machine_line())
     stacks = [("dense stack", transfer_ratio.dense_stack()), ("conv stack", transfer_ratio.conv_stack()),
               ("flatten->dense (VGG)", transfer_ratio.flatten_dense())]
     for name, (torch_model, keras_model) in stacks:
@@ -75,15 +70,10 @@ def main() -> None:
                 "after torch->keras": writes(forward, fastcopy.write_keras),
                 "before keras->torch": writes(backward, old.write_torch),
                 "after keras->torch": writes(backward, fastcopy.write_torch)}
-        times: dict[str, list[float]] = {key: [] for key in runs}
-        for _ in range(args.repeat):
-            for key, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-        copy = min(times["memcpy"])
+        best = transfer_ratio.interleaved_best(runs, args.repeat)
+        copy = best["memcpy"]
         print(f"{name} ({sum(t.nbytes for t in tensors) / 1e6:.0f} MB, memcpy {copy * 1e3:.1f} ms): "
-              + "; ".join(f"{key} {min(v) / copy:.2f}x" for key, v in times.items() if key != "memcpy"))
+              + "; ".join(f"{key} {v / copy:.2f}x" for key, v in best.items() if key != "memcpy"))
 
 
 if __name__ == "__main__":

@@ -116,9 +116,10 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _move_channels(array: np.ndarray, to_last: bool) -> np.ndarray:
+    """Channels between axis 1 and the last axis, as a contiguous array; vectors and matrices stay as they are."""
     if array.ndim < 3:
         return array
-    return np.moveaxis(array, 1, -1) if to_last else np.moveaxis(array, -1, 1)
+    return np.ascontiguousarray(np.moveaxis(array, 1, -1) if to_last else np.moveaxis(array, -1, 1))
 
 
 def _keras_input_is_channels_last(keras_model: Any, shape: tuple[int, ...]) -> bool:
@@ -160,15 +161,21 @@ def default_tolerance(torch_model: Any) -> Tolerance:
     return Tolerance.reduction(fan_in)
 
 
-def _flatten_outputs(value: Any) -> list[np.ndarray]:
-    """Nested tuples, lists and dicts of outputs, in order; ``None`` entries are dropped."""
+def flatten_nested(value: Any) -> list[Any]:
+    """The leaves of nested tuples, lists and dicts of outputs, in order, as they are (tensors stay tensors,
+    for autodiff); ``None`` entries are dropped."""
     if value is None:
         return []
     if isinstance(value, dict):
-        return [a for key in value for a in _flatten_outputs(value[key])]
+        return [a for key in value for a in flatten_nested(value[key])]
     if isinstance(value, list | tuple):
-        return [a for item in value for a in _flatten_outputs(item)]
-    return [_to_numpy(value)]
+        return [a for item in value for a in flatten_nested(item)]
+    return [value]
+
+
+def _flatten_outputs(value: Any) -> list[np.ndarray]:
+    """Nested tuples, lists and dicts of outputs, in order, as arrays; ``None`` entries are dropped."""
+    return [_to_numpy(a) for a in flatten_nested(value)]
 
 
 def _combine(parts: list[Comparison]) -> Comparison:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .comparison import Comparison, _move_channels, compare_arrays
+from .comparison import Comparison, _move_channels, compare_arrays, flatten_nested
 from .families.base import Tolerance
 
 PROJECTION_SEED = 104729       # mixed into the case seed: the loss's projection differs from the inputs
@@ -53,16 +53,6 @@ def projections(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]:
     return [rng.uniform(-1.0, 1.0, size=shape).astype(np.float32) for shape in shapes]
 
 
-def _torch_flat(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [a for key in value for a in _torch_flat(value[key])]
-    if isinstance(value, list | tuple):
-        return [a for item in value for a in _torch_flat(item)]
-    return [value]
-
-
 def _dense(grad: Any, shape: tuple[int, ...]) -> np.ndarray:
     """A torch gradient as an array: sparse ones (Embedding(sparse=True)) densified, a missing one zeros."""
     if grad is None:
@@ -79,7 +69,7 @@ def torch_gradients(model: Any, inputs: list[np.ndarray], seed: int) -> tuple[Gr
     xs = [torch.tensor(a, device=device, requires_grad=a.dtype.kind == "f") for a in inputs]
     model.train()
     model.zero_grad(set_to_none=True)
-    outs = _torch_flat(model(*xs))
+    outs = flatten_nested(model(*xs))
     shapes = [tuple(o.shape) for o in outs]
     rs = projections(shapes, seed)
     loss = sum((o * torch.from_numpy(r).to(device)).sum() for o, r in zip(outs, rs, strict=True))
@@ -111,14 +101,14 @@ def keras_gradients(model: Any, inputs: list[np.ndarray], rs: list[np.ndarray], 
             for x, f in zip(xs, floats, strict=True):
                 if f:
                     tape.watch(x)
-            outs = _torch_flat(model(xs[0] if len(xs) == 1 else xs, training=True))
+            outs = flatten_nested(model(xs[0] if len(xs) == 1 else xs, training=True))
             loss = tf.add_n([tf.reduce_sum(o * r) for o, r in zip(outs, keras_rs, strict=True)])
         watched = [x for x, f in zip(xs, floats, strict=True) if f]
         grads = tape.gradient(loss, watched + variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     elif backend == "torch":
         import torch
         xs = [torch.tensor(a, requires_grad=f) for a, f in zip(feed, floats, strict=True)]
-        outs = _torch_flat(model(xs[0] if len(xs) == 1 else xs, training=True))
+        outs = flatten_nested(model(xs[0] if len(xs) == 1 else xs, training=True))
         loss = sum((o * torch.from_numpy(r).to(o.device)).sum() for o, r in zip(outs, keras_rs, strict=True))
         watched = [x for x, f in zip(xs, floats, strict=True) if f]
         grads = torch.autograd.grad(loss, watched + [v.value for v in variables], allow_unused=True)
@@ -137,7 +127,7 @@ def keras_gradients(model: Any, inputs: list[np.ndarray], rs: list[np.ndarray], 
             full = [next(given) if f else x for x, f in zip(xs, floats, strict=True)]
             out, _ = model.stateless_call(trainable, non_trainable, full[0] if len(full) == 1 else full,
                                           training=True)
-            flat = _torch_flat(out)
+            flat = flatten_nested(out)
             return sum(jnp.sum(o * r) for o, r in zip(flat, keras_rs, strict=True)), flat
 
         (_, outs), (input_grads_j, weight_grads) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(

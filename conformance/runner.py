@@ -293,12 +293,12 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
     pair, memo = pair_for(case)
     on_device(pair.torch, torch_device)
     result.timings["build"] = time.perf_counter() - clock
-    weight_seed = case.seed + (1 if direction == "torch->keras" else 2)
+    seed = weight_seed(case, direction)
     if direction == "torch->keras":
-        randomize_torch(pair.torch, weight_seed)
+        randomize_torch(pair.torch, seed)
         source = pair.torch
     else:
-        randomize_keras(pair.keras, weight_seed)
+        randomize_keras(pair.keras, seed)
         source = pair.keras
     clock = time.perf_counter()
     result.mapping = _builtin_transfer(pair, source, direction, case.id, memo)   # the built-in converter adapter
@@ -331,6 +331,11 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
             "torch": max(_distance(a, e) for a, e in zip(torch_list, expected_list, strict=False)),
             "keras": max(_distance(a, e) for a, e in zip(keras_list, expected_list, strict=False)),
         }
+
+
+def weight_seed(case: Case, direction: str) -> int:
+    """The seed of the source side's weights: the same for every converter of this case and direction."""
+    return case.seed + (1 if direction.startswith("torch->") else 2)
 
 
 def reference_outputs(pair: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

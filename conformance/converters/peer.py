@@ -35,7 +35,7 @@ from ..cases import Case
 from ..errors import ConformanceError, UnsupportedError
 from ..quiet import capture_framework_logs
 from ..refusal import plain
-from ..runner import CaseResult, _distance, on_device, pair_for, reference_outputs
+from ..runner import CaseResult, _distance, on_device, pair_for, reference_outputs, weight_seed
 from . import Converter, ConverterError, Refused, get
 
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
@@ -90,9 +90,9 @@ def _ours(exc: BaseException) -> bool:
 
 
 def _move(array: np.ndarray, to_last: bool) -> np.ndarray:
-    if array.ndim < 3 or array.dtype.kind != "f":
-        return array
-    return np.ascontiguousarray(np.moveaxis(array, 1, -1) if to_last else np.moveaxis(array, -1, 1))
+    """Float maps change layout; integer inputs (indices, masks) never do."""
+    from ..comparison import _move_channels
+    return _move_channels(array, to_last) if array.dtype.kind == "f" else array
 
 
 def _ambiguous(shape: tuple[int, ...]) -> bool:
@@ -142,9 +142,9 @@ def _convert_and_judge(case: Case, direction: str, adapter: Converter, result: P
     source_is_torch = direction.startswith("torch->")
     # The same weights as the built-in path's run of this case and direction.
     if source_is_torch:
-        randomize_torch(pair.torch, case.seed + 1)
+        randomize_torch(pair.torch, weight_seed(case, direction))
     else:
-        randomize_keras(pair.keras, case.seed + 2)
+        randomize_keras(pair.keras, weight_seed(case, direction))
     spatial = bool(pair.channels_last)
     source_last = spatial and not source_is_torch
     torch_layout = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in pair.sample_inputs(case.seed,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..comparison import _move_channels
 from ..families.norm import keras_momentum
 from .results import Divergence, ScenarioResult, tensor_error
 
@@ -66,10 +67,6 @@ def _batches(input_shape: tuple[int, ...], batch: int, steps: int, seed: int) ->
     return [(rng.uniform(-1, 1, (batch, *input_shape)) * 1.5 + 0.3).astype(np.float32) for _ in range(steps)]
 
 
-def _channels_last(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim >= 3 else x
-
-
 def _keras_stats(model: Any) -> tuple[np.ndarray, np.ndarray]:
     import keras
     layer = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
@@ -97,7 +94,7 @@ def batch_norm_training(family: str = "batch_norm2d", num_features: int = 5, inp
     for step, x in enumerate(_batches(input_shape, batch, steps, seed + 1)):
         with torch.no_grad():
             out_t = torch_model(torch.from_numpy(x)).numpy()
-        out_k = keras.ops.convert_to_numpy(keras_model(_channels_last(x), training=True))   # any backend
+        out_k = keras.ops.convert_to_numpy(keras_model(_move_channels(x, True), training=True))   # any backend
         out_k = np.moveaxis(out_k, -1, 1) if out_k.ndim >= 3 else out_k
         errors.append(tensor_error(f"output[{step}]", out_t, out_k, OUTPUT_ATOL, OUTPUT_RTOL))
         if step == 0:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..comparison import _move_channels
 from .results import TensorError, tensor_error
 
 Batch = tuple[np.ndarray, np.ndarray]   # (inputs, targets), torch layout
@@ -47,12 +48,6 @@ def batches(models: Models, steps: int, batch: int, seed: int) -> list[Batch]:
     return [(x, rng.uniform(-1, 1, out_shape).astype(np.float32)) for x in xs]
 
 
-def _last(array: np.ndarray, channels_last: bool) -> np.ndarray:
-    if channels_last and array.ndim >= 3:
-        return np.ascontiguousarray(np.moveaxis(array, 1, -1))
-    return array
-
-
 def train_torch(models: Models, optimizer: Any, data: Sequence[Batch]) -> None:
     """One optimizer step per batch, in training mode (BatchNorm on batch statistics)."""
     loss_fn = torch.nn.CrossEntropyLoss() if models.loss == "cross_entropy" else torch.nn.MSELoss()
@@ -70,9 +65,10 @@ def train_keras(models: Models, optimizer: Any, data: Sequence[Batch]) -> None:
     loss = (keras.losses.SparseCategoricalCrossentropy(from_logits=True) if models.loss == "cross_entropy"
             else keras.losses.MeanSquaredError())
     models.keras.compile(optimizer=optimizer, loss=loss, run_eagerly=True, jit_compile=False)
+    last = models.channels_last
     for x, y in data:
-        models.keras.train_on_batch(_last(x, models.channels_last),
-                                    y if models.loss == "cross_entropy" else _last(y, models.channels_last))
+        models.keras.train_on_batch(_move_channels(x, True) if last else x,
+                                    _move_channels(y, True) if last and models.loss != "cross_entropy" else y)
 
 
 def torch_state(module: Any) -> dict[str, np.ndarray]:
