@@ -19,6 +19,7 @@ in catalogue order.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,21 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def load_any(path: str | Path) -> list[Any]:
-    """The concrete cases of a layer case file or of a training case file."""
+    """The concrete cases of a layer case file or of a training case file. Read once per version of the
+    file: collection and the results' catalogue order (or a crash report) ask for the same files."""
+    try:
+        version = Path(path).stat().st_mtime_ns
+    except OSError:
+        version = -1            # the loader says what is wrong with a file it cannot read
+    return list(_load_once(str(path), version))
+
+
+@functools.lru_cache(maxsize=256)
+def _load_once(path: str, mtime_ns: int) -> tuple[Any, ...]:
     if Path(path).parent.name == TRAINING_FOLDER:
         from .training.catalogue import load_file as load_training
-        return load_training(path)
-    return load_file(path)
+        return tuple(load_training(path))
+    return tuple(load_file(path))
 
 
 class CaseFile(pytest.File):
