@@ -38,6 +38,9 @@ def test_bad_files_name_the_file_case_and_field(tmp_path: Path) -> None:
     bad.write_text('[[grid]]\nmodel = "lenet"\n')
     with pytest.raises(CaseError, match="field scenario"):
         load_file(bad)
+    bad.write_text('scenario = "fine_tune"\n[[grid]]\nmodel = "lenet"\noptimizer = "rmsprop"\n')
+    with pytest.raises(CaseError, match="bad.toml.*fine_tune.*optimizer.*must be one of sgd, adam, got 'rmsprop'"):
+        load_file(bad)
     bad.write_text('scenario = "finetune"\n')
     with pytest.raises(CaseError, match="unknown training scenario 'finetune'"):
         load_file(bad)

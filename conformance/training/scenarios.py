@@ -151,6 +151,16 @@ SCENARIOS: dict[str, Callable[..., ScenarioResult]] = {
     "fine_tune": fine_tune,
 }
 
+# The parameters that name one of a few things, checked when a case file loads (a typo there would
+# otherwise surface as a KeyError deep inside a run).
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "batch_norm_training": {"family": ("batch_norm1d", "batch_norm2d", "batch_norm3d")},
+    "optimizer_step": {"model": MODELS, "optimizer": _OPTIMIZERS, "source": ("torch", "keras"),
+                       "epsilon": ("torch", "keras")},
+    "fine_tune": {"model": MODELS, "optimizer": ("sgd", "adam"), "source": ("torch", "keras")},
+}
+
 
 DIVERGENCES = {record.rule: record for record in (RUNNING_VAR, ADAM_EPSILON, SGD_WEIGHT_DECAY)}
 
@@ -165,6 +175,9 @@ def check_params(scenario: str, params: dict[str, Any]) -> None:
         if name not in signature.parameters and not (open_ended and name in OPTIMIZER_HYPER):
             known = sorted({*signature.parameters, *(OPTIMIZER_HYPER if open_ended else ())} - {"hyper"})
             raise CaseError(f"scenario {scenario!r} has no parameter {name!r}; known: {', '.join(known)}", field=name)
+    for name, allowed in CHOICES[scenario].items():
+        if name in params and params[name] not in allowed:
+            raise CaseError(f"{name} must be one of {', '.join(map(str, allowed))}, got {params[name]!r}", field=name)
 
 
 def run_scenario(scenario: str, *, expect: str | None = "auto", **params: Any) -> ScenarioResult:
