@@ -23,7 +23,7 @@ import torch  # torch before TensorFlow: the other order has crashed
 import keras
 
 import conformance
-from conformance import transfer
+from conformance import blockcopy, transfer
 from conformance.facts import scope_facts
 
 
@@ -78,6 +78,7 @@ def machine_line() -> str:
     """The ISA, oneDNN as resolved and the CPUs: every figure printed below depends on them."""
     facts = scope_facts()
     return (f"isa {facts['isa']}; oneDNN {'on, kernels up to ' + facts['onednn_isa'] if facts['onednn'] else 'off'}; "
+            f"copy loop {blockcopy.compiled() or 'NumPy tiles (not compiled)'}; "
             f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; torch threads {torch.get_num_threads()}; "
             f"load {os.getloadavg()[0]:.1f}")
 

@@ -30,6 +30,13 @@ from functools import cache
 
 import numpy as np
 
+try:       # compiled when the package is installed (pyproject.toml, ext-modules); absent, NumPy tiles copy
+    from . import _permute as _native
+except ImportError:                                  # pragma: no cover - a build without a C compiler
+    _native = None
+
+NATIVE_RUN = 1024               # destination run per tile of the compiled path: a 4 KB page of float32
+NATIVE_REACH = 256              # items: how far a group of axes is joined to make whole 16-item runs
 TILE_BYTES = 256 << 10          # a tile's bytes: both sides of a tile fit a core's 2 MB L2 with room to spare
 INNER = 64                      # at least this many elements along each side's contiguous axis: whole cache lines
 HUGE_PAGE = 2 << 20
@@ -42,6 +49,11 @@ _WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 def words(array: np.ndarray) -> np.ndarray:
     """``array`` viewed as unsigned integers of its item size (no copy), so that any dtype moves alike."""
     return array.view(_WORDS[array.dtype.itemsize])
+
+
+def compiled() -> str | None:
+    """The compiled copy loop's block kernel ("avx2", "sse2", "scalar"), or None where it was not built."""
+    return None if _native is None else str(_native.KERNEL)
 
 
 def movable(itemsize: int) -> bool:
@@ -116,6 +128,69 @@ def _blocks(shape: tuple[int, ...], perm: tuple[int, ...], itemsize: int) -> tup
     return best[1]
 
 
+def _native_plan(shape: Sequence[int], src_strides: Sequence[int], dst_strides: Sequence[int],
+                 itemsize: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(tile blocks, axis groups) for the compiled copy of a transposing permutation, else None.
+
+    Group 1 (R) is the source's contiguous axis joined with the axes just outside it while they run on
+    contiguously and are short (a 3x3 kernel's nine taps with its input channels); group 2 (Q) the
+    same for the destination; the rest are looped over. The compiled loop moves 16 x 16 blocks of
+    (R, Q), and sweeps a whole tile's Q for each block of R: each destination run is written as one
+    sequential stream, and each source line is read again, from cache, by the next block of R. So a
+    tile takes R whole and Q in runs of :data:`NATIVE_RUN` items: the source rows a sweep touches
+    (one page each at worst) stay within the TLB's reach.
+    """
+    axes = [a for a in range(len(shape)) if shape[a] > 1]
+    r_order = sorted(axes, key=lambda a: abs(src_strides[a]))
+    q_order = sorted(axes, key=lambda a: abs(dst_strides[a]))
+    if len(axes) < 2 or r_order[0] == q_order[0] or src_strides[r_order[0]] != itemsize \
+            or dst_strides[q_order[0]] != itemsize:
+        return None
+    groups = [0] * len(shape)
+    groups[q_order[0]] = 2
+
+    def join(order: list[int], strides: Sequence[int], mark: int) -> None:
+        span = 1
+        for axis in order:
+            if groups[axis] not in (0, mark) or strides[axis] != span * itemsize or span >= NATIVE_REACH:
+                return
+            groups[axis] = mark
+            span *= shape[axis]
+
+    join(r_order, src_strides, 1)
+    join(q_order, dst_strides, 2)
+    blocks = [n if groups[a] == 1 else 1 for a, n in enumerate(shape)]
+    span = 1
+    for axis in (a for a in q_order if groups[a] == 2):
+        blocks[axis] = min(shape[axis], max(1, NATIVE_RUN // span))
+        span *= blocks[axis]
+    return tuple(blocks), tuple(groups)
+
+
+def _native_copy(source: np.ndarray, target: np.ndarray) -> bool:
+    """Copy ``source`` into ``target`` (the same shape, any strides) by the compiled loop, on
+    :func:`threads` threads when it is large; False where that path does not apply."""
+    itemsize = source.dtype.itemsize
+    if _native is None or itemsize not in _WORDS or source.ndim > 16:
+        return False
+    plan = _native_plan(source.shape, source.strides, target.strides, itemsize)
+    if plan is None:
+        return False
+    blocks, groups = plan
+    count = math.prod(-(-n // b) for n, b in zip(source.shape, blocks, strict=True))
+    args = (source.ctypes.data, target.ctypes.data, itemsize, source.shape, source.strides, target.strides,
+            blocks, groups)
+    workers = min(threads(), count) if source.nbytes >= PARALLEL_FROM else 1
+    if workers == 1:
+        _native.permute(*args, 0, count)
+        return True
+    share = math.ceil(count / workers)
+    pool = _pool(workers, os.getpid())
+    for future in [pool.submit(_native.permute, *args, i, min(count, i + share)) for i in range(0, count, share)]:
+        future.result()
+    return True
+
+
 def _tiles(shape: Sequence[int], blocks: Sequence[int]) -> list[tuple[slice, ...]]:
     starts = np.stack(np.meshgrid(*[np.arange(0, n, b) for n, b in zip(shape, blocks, strict=True)],
                                   indexing="ij"), axis=-1).reshape(-1, len(shape))
@@ -141,6 +216,8 @@ def permute_into(source: np.ndarray, perm: Sequence[int], out: np.ndarray) -> No
     target = out.reshape(target_shape).transpose(np.argsort(perm))   # ``out`` seen in the source's axis order
     if source.ndim == 0:
         np.copyto(target, source, casting="no")
+        return
+    if _native_copy(source, target):
         return
     if perm == tuple(range(source.ndim)):     # a plain copy: slabs of whole rows, one run per slab
         step = max(1, -(-len(source) // 8))

@@ -14,12 +14,13 @@ move axes, so that the two models never share memory):
   buffer: those alone cost 3-7x a memcpy on the 2-core development VM. A non-contiguous tensor
   adopts a fresh buffer instead.
 
-Which routine transposes was chosen by measurement (README, transfer speed). Where TensorFlow
-runs oneDNN, its transpose is oneDNN's JIT-compiled reorder, which the blocked NumPy tiles only
-tie, or trail by up to 1.7x, on AVX-512 (the tiles copy element by element); there TensorFlow
-transposes, as before, and the result is adopted in either direction. Where oneDNN is off (TensorFlow's default
-on AVX2 and older CPUs) TensorFlow's Eigen transpose is the slow one, 1.3-2x behind the tiles, and
-the blocked transpose does every layout change. Copies that move no axes always use the tiles.
+Which routine transposes was chosen by measurement (README, transfer speed): the compiled copy
+loop of :mod:`conformance.blockcopy` (SIMD 16 x 16 blocks, both cores) wherever it was built; it
+beat TensorFlow's own transpose, oneDNN's JIT-compiled reorder included, on every stack (dense,
+conv, VGG's Flatten->Dense, both directions; AVX-512 development machine, oneDNN on). Where the
+package was installed without a C compiler, the NumPy tiles copy element by element, and where
+TensorFlow runs oneDNN its transpose is the faster of the two: there TensorFlow transposes, and
+the result is adopted in either direction.
 
 The Flatten->Dense rule ``O (C H W) -> (H W C) O`` is one pass like any other: its plan is the
 3-axis transpose ``(O, C, HW) -> (HW, C, O)``, rows re-ordered and transposed together. Anything
@@ -68,8 +69,9 @@ def _fast(tensor: Any, variable: Any) -> Any:
 
 
 def _tensorflow_transposes(plan: Plan | None) -> bool:
-    """Whether TensorFlow's own transpose (oneDNN's reorder) should move this plan's axes."""
-    return plan is not None and plan.transposes and bool(tensorflow_onednn())
+    """Whether TensorFlow's own transpose (oneDNN's reorder) should move this plan's axes: only where
+    the compiled copy loop is missing."""
+    return plan is not None and plan.transposes and blockcopy.compiled() is None and bool(tensorflow_onednn())
 
 
 def _tf_rearranged(tf: Any, x: Any, plan: Plan) -> Any:

@@ -2,12 +2,15 @@
 
 Compared with NumPy's own transpose on shapes that do not divide into tiles, empty and 1-row
 arrays, 3-D and 4-D permutations, dtypes NumPy moves as raw words, and a tile size forced small
-so that even small arrays are cut into many tiles split between threads.
+so that even small arrays are cut into many tiles split between threads. Every test runs twice:
+through the compiled copy loop (conformance/_permute.c) and through the NumPy tiles it falls back
+to where the package was installed without a C compiler.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import time
 
@@ -17,9 +20,31 @@ import pytest
 from conformance import blockcopy
 
 
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def copy_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The compiled loop, or the NumPy tiles (the compiled module hidden, as in a build without a compiler)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(blockcopy, "_native", None)
+    elif blockcopy._native is None:
+        pytest.skip("conformance._permute was not compiled in this install")
+    return str(request.param)
+
+
+def test_the_compiled_loop_is_built_where_ci_requires_it() -> None:
+    """tox sets CONFORMANCE_REQUIRE_COMPILED: there a failed build must not pass unseen as skips."""
+    if os.environ.get("CONFORMANCE_REQUIRE_COMPILED") != "1":
+        pytest.skip("CONFORMANCE_REQUIRE_COMPILED is not set")
+    import importlib
+    try:
+        importlib.import_module("conformance._permute")
+    except ImportError as exc:
+        pytest.fail(f"conformance._permute did not build (is a C compiler installed?): {exc}")
+
+
 @pytest.fixture
 def small_tiles(monkeypatch: pytest.MonkeyPatch):
     """Tiles of 1 KB and threads from 1 KB: a few hundred tiles, shared between threads, on small arrays."""
+    monkeypatch.setattr(blockcopy, "NATIVE_RUN", 8)
     monkeypatch.setattr(blockcopy, "TILE_BYTES", 1 << 10)
     monkeypatch.setattr(blockcopy, "INNER", 4)
     monkeypatch.setattr(blockcopy, "PARALLEL_FROM", 1 << 10)
@@ -141,3 +166,33 @@ def test_a_forked_child_gets_its_own_threads(small_tiles: None) -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child waited forever on its parent's thread pool")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_compiled_plan_joins_a_short_axis_to_make_whole_runs() -> None:
+    """A 3x3 kernel's nine taps are too short for 16-item runs: the input channels join them (group 1),
+    and the tile takes the source side whole and the destination side in page-sized runs."""
+    shape, itemsize = (512, 512, 9), 4
+    src_strides = (512 * 9 * 4, 9 * 4, 4)
+    dst_strides = (4, 512 * 4, 512 * 512 * 4)         # (O, I, HW) seen in an (HW, I, O) buffer
+    plan = blockcopy._native_plan(shape, src_strides, dst_strides, itemsize)
+    assert plan is not None
+    blocks, groups = plan
+    assert groups == (2, 1, 1)
+    assert blocks == (min(512, blockcopy.NATIVE_RUN), 512, 9)
+    assert blockcopy._native_plan((4, 6), (24, 4), (24, 4), 4) is None       # no axis moves: a plain copy
+
+
+def test_the_compiled_loop_refuses_bad_arguments(copy_loop: str) -> None:
+    if copy_loop != "compiled":
+        pytest.skip("the compiled loop's own checks")
+    native = blockcopy._native
+    a = np.zeros(4, np.float32)
+    good = (a.ctypes.data, a.ctypes.data, 4, (2, 2), (8, 4), (4, 8), (2, 2), (2, 1))
+    with pytest.raises(ValueError, match="item size"):
+        native.permute(*good[:2], 3, *good[3:], 0, 1)
+    with pytest.raises(ValueError, match="outside"):
+        native.permute(*good, 0, 2)
+    with pytest.raises(ValueError, match="rank"):
+        native.permute(*good[:3], (), (), (), (), (), 0, 0)
+    with pytest.raises(ValueError, match="wrong length"):
+        native.permute(*good[:3], (2, 2), (8,), (4, 8), (2, 2), (2, 1), 0, 1)
