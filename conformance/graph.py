@@ -231,18 +231,31 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
         mark(output, graph.add(Node("unit", preds, module, weights, pre, shape, ratio)))
         del module._conformance_preds
 
-    hooks = []
-    for module in units:
-        hooks.append(module.register_forward_pre_hook(before, with_kwargs=True))
-        hooks.append(module.register_forward_hook(after, with_kwargs=True))
+    def trace(inputs: Sequence[Any], call: Any) -> Any:
+        """One traced pass of ``call(inputs)``, recorded from scratch (hooks are removed after each pass)."""
+        for container in (graph.nodes, graph.outputs, graph.output_pre, producer, trail, keep):
+            container.clear()
+        for tensor in inputs:
+            producer[id(tensor)] = graph.add(Node("input"))
+        keep.extend(inputs)
+        hooks = []
+        for module in units:
+            hooks.append(module.register_forward_pre_hook(before, with_kwargs=True))
+            hooks.append(module.register_forward_hook(after, with_kwargs=True))
+        try:
+            with traced_run(model, hooks), Recorder():
+                return call(inputs)
+        finally:
+            for module in units:            # a pass that failed inside a unit leaves no mark on the user's model
+                module.__dict__.pop("_conformance_preds", None)
+
     device = next((p.device for p in model.parameters()), None)
     tensors = [torch.as_tensor(x, device=device) for x in example_inputs]
-    for tensor in tensors:
-        producer[id(tensor)] = graph.add(Node("input"))
-    keep.extend(tensors)
     try:
-        with traced_run(model, hooks), Recorder():
-            output = model(*tensors)
+        try:      # first without data: the graph needs shapes, not numbers (see _meta_pass)
+            output = trace(*_meta_pass(model, tensors))
+        except Exception:          # data-dependent code, or a tensor made on the CPU inside forward
+            output = trace(tensors, lambda inputs: model(*inputs))
     except Exception as exc:
         raise GraphUnavailable(f"the torch model did not run on example inputs of shapes "
                                f"{[tuple(t.shape) for t in tensors]}: {type(exc).__name__}: {exc}") from None
@@ -251,6 +264,24 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     if not graph.outputs:
         raise GraphUnavailable("the torch model's outputs do not depend on its inputs")
     return graph.finish()
+
+
+def _meta_pass(model: Any, tensors: Sequence[Any]) -> tuple[list[Any], Any]:
+    """Inputs and a call for the traced pass with every weight, buffer and input on PyTorch's meta device:
+    shapes and dtypes propagate, no arithmetic runs. Pairing a 104 MB conv stack spent 58% of its CPU in the
+    convolutions of this one pass, and a zoo model's pass costs more than moving its weights. The weights
+    are swapped in by ``functional_call`` for the pass only; the model is not changed. The pass raises where
+    the model needs numbers (data-dependent control flow, ``.item()``) or mixes in a CPU tensor of its own;
+    the caller then traces on the real inputs."""
+    import itertools
+
+    import torch
+    from torch.func import functional_call
+
+    named = itertools.chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
+    state = {name: torch.empty_like(value, device="meta") for name, value in named}
+    inputs = [torch.empty_like(t, device="meta") for t in tensors]
+    return inputs, lambda inputs: functional_call(model, state, tuple(inputs), strict=False, tie_weights=True)
 
 
 def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any]) -> list[list[Any]]:

@@ -192,3 +192,32 @@ def test_a_model_that_cannot_be_traced_pairs_by_order_and_says_why() -> None:
     report = conformance.transfer_weights(Picky(), model)
     assert report.pairing.startswith("order, not graph") and "only batches of 3" in report.pairing
     assert f"layers paired by {report.pairing}" in str(report)
+
+
+class Watched(TwoBranches):
+    """TwoBranches that notes the device of every input it is run on, and can insist on numbers."""
+
+    def __init__(self, needs_numbers: bool) -> None:
+        super().__init__("add")
+        self.needs_numbers, self.devices = needs_numbers, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.devices.append(x.device.type)
+        if self.needs_numbers and float(x.abs().sum()) < 0:      # data-dependent: impossible on meta
+            raise AssertionError("unreachable")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("needs_numbers", [False, True])
+def test_the_pairing_trace_runs_without_data_and_falls_back_to_real_inputs(needs_numbers: bool) -> None:
+    """Pairing needs shapes, not numbers: the traced pass runs on the meta device (no convolution is
+    computed, and the model's own weights are not touched); a model that reads its input's values is
+    traced on real inputs instead, and pairs the same."""
+    net = Watched(needs_numbers)
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    report = conformance.transfer_weights(net, _keras_two_branches("add"))
+    assert report.pairing.startswith("graph"), report.pairing
+    assert net.devices == (["meta", "cpu"] if needs_numbers else ["meta"])
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+    assert all(p.device.type == "cpu" for p in net.parameters())
+    _roundtrip(Watched(needs_numbers), _keras_two_branches("add"), (3, 5, 6))
