@@ -235,6 +235,7 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
         """One traced pass of ``call(inputs)``, recorded from scratch (hooks are removed after each pass)."""
         for container in (graph.nodes, graph.outputs, graph.output_pre, producer, trail, keep):
             container.clear()
+        inside[0] = 0              # a pass that failed inside a unit never left it
         for tensor in inputs:
             producer[id(tensor)] = graph.add(Node("input"))
         keep.extend(inputs)

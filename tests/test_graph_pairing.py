@@ -221,3 +221,13 @@ def test_the_pairing_trace_runs_without_data_and_falls_back_to_real_inputs(needs
     assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
     assert all(p.device.type == "cpu" for p in net.parameters())
     _roundtrip(Watched(needs_numbers), _keras_two_branches("add"), (3, 5, 6))
+
+
+def test_a_meta_pass_that_fails_inside_a_unit_leaves_the_real_pass_intact() -> None:
+    """The causal attention twin makes its mask on the CPU inside forward, so the meta pass fails inside
+    the attention module, after its pre-hook ran; the real pass must then record from a clean state
+    (it once inherited the 'inside a unit' count and paired the key padding mask as the query)."""
+    pair = conformance.build_pair("multihead_attention", embed_dim=8, num_heads=2, batch_first=False, seq_len=6,
+                                  input_shape=(6, 8), kv_len=9, key_padding_mask=True, is_causal=True)
+    report = conformance.transfer_weights(pair.torch, pair.keras)
+    assert report.pairing.startswith("graph"), report.pairing
