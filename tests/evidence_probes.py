@@ -21,9 +21,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 RNG_SEED = 0
 
 
+class Crashed(Exception):
+    """The probe's own process died (heap corruption in a kernel): as wrong as it gets, not a refusal."""
+
+
 def _outcome(run: Callable[[], float]) -> dict[str, Any]:
     try:
         error = float(run())
+    except Crashed as exc:
+        return {"error": float("inf"), "crashed": str(exc)}
     except Exception as exc:  # a refusal is the observation
         return {"refused": f"{type(exc).__name__}: {exc}"}
     return {"error": error if error == error else float("inf")}   # garbage can hold NaN: as wrong as it gets
@@ -96,9 +102,44 @@ def keras_layer_norm_inner_axes() -> float:
     return float(np.abs(ours - expected).max())
 
 
+_FILTER_GRAD = """
+import numpy as np, torch, tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(2)
+rng = np.random.default_rng({seed})
+x = rng.uniform(-1, 1, (8, 8, 8, 4)).astype(np.float32)          # N H W C: 4 input channels
+kernel = tf.Variable(rng.uniform(-1, 1, (1, 1, 4, 8)).astype(np.float32))
+upstream = rng.uniform(-1, 1, (8, 4, 4, 8)).astype(np.float32)
+expected = np.einsum("nhwc,nhwo->co", x[:, ::2, ::2].astype(np.float64), upstream)
+worst = 0.0
+for _ in range(8):                      # a wrong call comes and goes from one call to the next: judge eight
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.nn.conv2d(x, kernel, strides=2, padding="VALID") * upstream)
+    worst = max(worst, float(np.abs(tape.gradient(loss, kernel).numpy()[0, 0] - expected).max()))
+print(worst)
+"""
+
+
+def tf_conv2d_1x1_stride2_filter_grad() -> float:
+    """The weight gradient of tf.nn.conv2d, 1x1 kernel, stride 2, 4 input channels (cases/training/fine_tune.toml:
+    the residual block's projection shortcut), against float64, eight calls, TensorFlow on two threads.
+
+    On oneDNN's AVX2 kernels (jit_1x1:avx2 backward_weights, oneDNN 3.7.3 in TensorFlow 2.21) it writes past
+    its buffer: wrong values on two threads, heap corruption (an abort, or a hang) on one. So it runs in a
+    process of its own, and a crash counts as wrong (infinite error), with its signal in the text."""
+    import subprocess
+    try:
+        proc = subprocess.run([sys.executable, "-c", _FILTER_GRAD.format(seed=RNG_SEED)], capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise Crashed("hung for 120 s (heap corruption?)") from None
+    if proc.returncode != 0:
+        raise Crashed(f"exit status {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 PROBES = {f.__name__: f for f in (tf_conv2d_one_channel, tf_conv3d_one_channel, torch_conv3d_one_channel,
                                   tf_dilated_conv2d_transpose, tf_depthwise_unequal_strides,
-                                  keras_layer_norm_inner_axes)}
+                                  keras_layer_norm_inner_axes, tf_conv2d_1x1_stride2_filter_grad)}
 
 
 def main() -> None:
