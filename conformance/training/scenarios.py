@@ -186,7 +186,8 @@ def run_scenario(scenario: str, *, expect: str | Divergence | None = "auto", **p
     ``expect`` is the divergence the case records: ``"auto"`` (the scenario's own rule: the
     running-variance divergence for BatchNorm without the correction, the epsilon convention for
     stock Keras Adam), ``None`` (none: everything must agree), a rule name from :data:`DIVERGENCES`,
-    or a :class:`Divergence` (a case file's record that applies here). Raises :class:`CaseError` naming the scenario or parameter that is wrong.
+    or a :class:`Divergence` (a case file's record that applies here). Raises :class:`CaseError`
+    naming the scenario or parameter that is wrong.
     """
     check_params(scenario, params)
     if isinstance(expect, str) and expect != "auto" and expect not in DIVERGENCES:
