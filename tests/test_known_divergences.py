@@ -77,6 +77,7 @@ EVIDENCE = [  # probe, case file, record kind, the backend whose kernels the pro
     ("tf_depthwise_unequal_strides", "separable_conv2d.toml", "unsupported", "tensorflow"),
     ("keras_layer_norm_inner_axes", "layer_norm.toml", "unsupported", None),
     ("tf_conv2d_1x1_stride2_filter_grad", "training/fine_tune.toml", "divergence", "tensorflow"),
+    ("torch_conv2d_1x1_stride2_filter_grad", "training/fine_tune.toml", "divergence", "torch"),
 ]
 
 

@@ -95,17 +95,20 @@ def test_bad_records_are_refused_naming_the_file_and_field(tmp_path: Path, recor
 
 
 def test_the_avx2_record_covers_the_residual_block_only_on_avx2_kernels() -> None:
-    """The fine-tuning record: the eight residual-block cases, and only where TensorFlow runs oneDNN's AVX2
-    kernels (the raw evidence is tests/test_known_divergences.py's probe in five environments)."""
+    """The fine-tuning record: the eight residual-block cases, and only where the Keras backend's oneDNN runs
+    its AVX2 kernels (the raw evidence is tests/test_known_divergences.py's probes in five environments)."""
     cases = load_file(CASES / "fine_tune.toml")
     (record,) = cases[0].divergences
     covered = {c.id for c in cases if record.matches(c.params, c.direction)}
     assert covered == {c.id for c in cases if c.params["model"] == "residual_block"} and len(covered) == 8
-    facts = {**scope_facts(), "keras_backend": "tensorflow", "onednn": True}
     versions = installed_versions()
-    assert record.applies_to(versions, {**facts, "onednn_isa": "avx2"}) == versions["tensorflow"].startswith("2.21")
-    assert not record.applies_to(versions, {**facts, "onednn_isa": "avx512"})
-    assert not record.applies_to(versions, {**facts, "onednn": False, "onednn_isa": "avx2"})
+    seen = versions["tensorflow"].startswith("2.21.") and versions["torch"].startswith("2.13.")
+    avx2 = {**scope_facts(), "onednn": True, "onednn_isa": "avx2"}
+    for backend in ("tensorflow", "torch"):
+        assert record.applies_to(versions, {**avx2, "keras_backend": backend}) == seen
+        assert not record.applies_to(versions, {**avx2, "keras_backend": backend, "onednn_isa": "avx512"})
+        assert not record.applies_to(versions, {**avx2, "keras_backend": backend, "onednn": False})
+    assert not record.applies_to(versions, {**avx2, "keras_backend": "jax"})
 
 
 def test_file_records_are_listed_once_with_the_file_records_not_as_scenario_records() -> None:
@@ -113,7 +116,7 @@ def test_file_records_are_listed_once_with_the_file_records_not_as_scenario_reco
     from conformance.results import divergence_records
     cases = load_file(CASES / "fine_tune.toml")
     listed = divergence_records(cases)
-    assert [r["rule"] for r in listed] == ["tf-onednn-avx2-1x1-stride2-filter-grad"]
+    assert [r["rule"] for r in listed] == ["onednn-avx2-1x1-stride2-filter-grad"]
     assert listed[0]["scope"].endswith("onednn_isa = avx2") and listed[0]["family"] == "fine_tune"
     result = {"family": "fine_tune", "file": "f.toml", "mode": "train", "divergence": listed[0]}
     assert _scenario_records({("a", "torch->keras"): result}) == []

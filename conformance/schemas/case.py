@@ -151,7 +151,7 @@ class ScenarioDivergence(Divergence):
 
     messages: ClassVar[dict[str, str]] = {
         **Divergence.messages,
-        "rule.missing": "name the rule, e.g. rule = \"tf-onednn-avx2-1x1-filter-grad\"",
+        "rule.missing": "name the rule, e.g. rule = \"onednn-avx2-1x1-stride2-filter-grad\"",
         "rule.string_pattern_mismatch": "a rule name is lower-case words joined by '-'",
     }
     rule: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]

@@ -7,7 +7,7 @@ strict like a layer case's record (:class:`conformance.cases.Divergence`: ``when
 ranges, ``environment``, ``reason``, ``link``), plus what a scenario needs to judge it::
 
     [[divergence]]
-    rule = "tf-onednn-avx2-1x1-filter-grad"
+    rule = "onednn-avx2-1x1-stride2-filter-grad"
     when = { model = ["residual_block"] }      # the scenario's parameters, as the file writes them
     tensors = ["*"]                             # fnmatch patterns of the tensors it may put out of tolerance
     tensorflow = ">=2.21,<2.22"
