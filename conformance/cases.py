@@ -228,18 +228,23 @@ def _divergences(model: CaseFile, family: Family, file: str) -> tuple[Divergence
                     pattern[key] = tuple(spec.check(v) for v in _alternatives(values))
                 except ValueError as exc:
                     raise CaseError(str(exc), file=file, field=f"{where}.when.{key}") from None
-            environment = {key: tuple(values) for key, values in entry.environment if values is not None}
-            if entry.keras_backend is not None:      # shorthand for environment = { keras_backend = ... }
-                if "keras_backend" in environment:
-                    raise CaseError("keras_backend is given twice; keep it in environment", file=file,
-                                    field=f"{where}.keras_backend")
-                environment["keras_backend"] = tuple(entry.keras_backend)
-            versions = {"torch": entry.torch, "tensorflow": entry.tensorflow, "keras": entry.keras}
+            environment, versions = record_scope(entry, file, where)
             framework, message = (entry.framework, entry.message.strip()) if isinstance(entry, Unsupported) \
                 else ("", "")
             records.append(Divergence(pattern, entry.reason.strip(), entry.direction, versions, entry.link.strip(),
                                       environment, kind, framework, message))
     return tuple(records)
+
+
+def record_scope(entry: Any, file: str, where: str) -> tuple[dict[str, tuple[Any, ...]], dict[str, str]]:
+    """A validated record's environment facts and version ranges (layer and training case files alike)."""
+    environment = {key: tuple(values) for key, values in entry.environment if values is not None}
+    if entry.keras_backend is not None:      # shorthand for environment = { keras_backend = ... }
+        if "keras_backend" in environment:
+            raise CaseError("keras_backend is given twice; keep it in environment", file=file,
+                            field=f"{where}.keras_backend")
+        environment["keras_backend"] = tuple(entry.keras_backend)
+    return environment, {"torch": entry.torch, "tensorflow": entry.tensorflow, "keras": entry.keras}
 
 
 def _mode(value: Any, file: str, where: str) -> str:

@@ -337,12 +337,13 @@ def _in_catalogue_order(results: dict[tuple[str, str], dict[str, Any]]
 
 
 def _scenario_records(results: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
-    """The training scenarios' divergences that applied in this run, as records: a scenario's expected
-    divergence is data in conformance.training (it depends on the case's parameters), not in its file."""
+    """The training scenarios' own divergences that applied in this run, as records: such a divergence is
+    data in conformance.training (it depends on the case's parameters), not in its file. A case file's
+    ``[[divergence]]`` record (it has a scope) is listed with the file's records instead."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for result in results.values():
         record = result.get("divergence") or {}
-        if result.get("mode") == "train" and record.get("rule"):
+        if result.get("mode") == "train" and record.get("rule") and "scope" not in record:
             seen.setdefault((result["family"], record["rule"]), {
                 "family": result["family"], "file": result["file"], "kind": "divergence", "rule": record["rule"],
                 "when": {}, "direction": "both", "versions": {}, "environment": {}, "keras_backend": None,

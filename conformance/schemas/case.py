@@ -145,6 +145,21 @@ class Unsupported(Divergence):
     message: Text = Field(description="a part of the framework's error message")
 
 
+class ScenarioDivergence(Divergence):
+    """``[[divergence]]`` in a training case file (``cases/training/*.toml``): the same record, with the rule's
+    name and the tensors it may put outside tolerance (a scenario compares many; the others must still agree)."""
+
+    messages: ClassVar[dict[str, str]] = {
+        **Divergence.messages,
+        "rule.missing": "name the rule, e.g. rule = \"onednn-avx2-1x1-stride2-filter-grad\"",
+        "rule.string_pattern_mismatch": "a rule name is lower-case words joined by '-'",
+    }
+    rule: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+    tensors: Annotated[list[Text], Field(min_length=1)] = Field(
+        default=["*"], description="fnmatch patterns of the tensors the rule may put outside tolerance")
+    factor: str | None = Field(default=None, description="the exact factor, in words, when there is one")
+
+
 class CaseFile(Table):
     """One ``cases/*.toml`` file: a family, its grids of parameters, and its known divergences."""
 

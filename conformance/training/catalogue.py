@@ -13,6 +13,12 @@ read), kept small so that the runner can adopt it or fold it into ``cases.py``::
     correction = [false, true]
     expect = "auto"          # or "none", or a divergence rule name
 
+    [[divergence]]           # scoped by environment, strict: see conformance.training.records
+    rule = "..."
+    when = { model = ["residual_block"] }
+    environment = { onednn = true, onednn_isa = "avx2" }
+    reason = "..."
+
 Every value in a grid is one value or a list of alternatives; a value that is itself a list
 (``input_shape``, ``betas``) is written as a list of lists. Each concrete case runs with
 ``run_scenario(case.scenario, expect=case.expect, **case.params)``.
@@ -22,11 +28,13 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from ..errors import CaseError
+from .records import ScenarioRecord, check_used, parse_records
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,12 @@ class TrainingCase:
     scenario: str
     params: dict[str, Any]
     expect: str | None = "auto"
+    divergences: tuple[ScenarioRecord, ...] = ()   # the file's [[divergence]] records (environment-scoped)
 
     # What the plugin and the results file read from any case.
     tier = "default"
     seed = 0                    # each scenario seeds itself (its ``seed`` parameter, 0 unless given)
-    divergences: ClassVar[tuple[Any, ...]] = ()   # a scenario's divergence is data in scenarios.py, not in the file
+    mode = "train"
 
     @property
     def family(self) -> str:
@@ -57,10 +66,16 @@ class TrainingCase:
         shown = "-".join(f"{k}={_short(v)}" for k, v in self.params.items())
         return f"{self.scenario}[{shown}]"
 
-    def run(self) -> Any:
+    def record_for(self, installed: Mapping[str, str], facts: Mapping[str, Any]) -> ScenarioRecord | None:
+        """The file's record that applies to this case here: parameters match, versions and facts in scope."""
+        return next((r for r in self.divergences if r.matches(self.params, self.direction)
+                     and r.applies_to(installed, facts)), None)
+
+    def run(self, record: ScenarioRecord | None = None) -> Any:
+        """Run the scenario, judged against ``record``'s expectation where one applies, else ``expect``."""
         from .scenarios import run_scenario
         try:
-            return run_scenario(self.scenario, expect=self.expect, **self.params)
+            return run_scenario(self.scenario, expect=record.expectation() if record else self.expect, **self.params)
         except CaseError as exc:
             raise exc.located(file=self.file, case=self.id) from None
 
@@ -83,7 +98,7 @@ def load_file(path: str | Path) -> list[TrainingCase]:
     if not isinstance(scenario, str):
         raise CaseError("missing scenario = \"...\" (batch_norm_training, optimizer_step or fine_tune)",
                         file=str(path), field="scenario")
-    unknown = set(data) - {"scenario", "description", "grid"}
+    unknown = set(data) - {"scenario", "description", "grid", "divergence"}
     if unknown:
         raise CaseError(f"unknown top-level keys {sorted(unknown)}", file=str(path), field=sorted(unknown)[0])
     grids = data.get("grid") or [{}]
@@ -100,7 +115,9 @@ def load_file(path: str | Path) -> list[TrainingCase]:
                 raise CaseError(exc.detail, file=str(path), case=f"grid {number}: {case.id}",
                                 field=exc.field) from None
             cases.append(case)
-    return cases
+    records = parse_records(data.get("divergence", []), scenario, str(path))
+    check_used(records, cases, str(path))
+    return [replace(case, divergences=records) for case in cases]
 
 
 def load(directory: str | Path) -> list[TrainingCase]:

@@ -3,8 +3,9 @@
 ``cases/training/*.toml`` are collected by the pytest plugin beside the layer catalogue, so
 ``conformance run``, ``pytest cases``, shards, merges and the report treat them like any case: one
 record per concrete case, its direction given by where the weights started (``source``). The
-scenario's own recorded divergence (data in :mod:`conformance.training.scenarios`) is strict in the
-same way as a case file's: reproduced, it is a ``divergence``; gone, an ``xpass`` that fails.
+scenario's own recorded divergence (data in :mod:`conformance.training.scenarios`) and a case
+file's environment-scoped ``[[divergence]]`` record (:mod:`conformance.training.records`) are
+strict alike: reproduced, it is a ``divergence``; gone, an ``xpass`` that fails.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import traceback
 from dataclasses import dataclass
 
 from ..errors import ConformanceError
-from ..runner import CaseResult, _jsonable
+from ..facts import scope_facts
+from ..runner import CaseResult, _jsonable, installed_versions
 from .catalogue import TrainingCase
 
 OUTCOMES = {"passed": "passed", "failed": "failed", "divergence": "divergence", "unexpected pass": "xpass"}
@@ -55,7 +57,8 @@ def run_training_case(case: TrainingCase) -> ScenarioCaseResult:
                                 case.file, tier=case.tier, mode="train")
     started = time.perf_counter()
     try:
-        result = case.run()
+        applied = case.record_for(installed_versions(), scope_facts())
+        result = case.run(applied)
     except ConformanceError as exc:
         record.message = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a crash inside torch or keras must not stop the run
@@ -74,6 +77,12 @@ def run_training_case(case: TrainingCase) -> ScenarioCaseResult:
             record.divergence = {"rule": result.expected.rule, "reason": result.expected.reason,
                                  "factor": result.expected.factor,
                                  "measured": _jsonable(dict(result.measured))}
+            if applied is not None:       # the file's record: its scope and evidence travel with the result
+                record.divergence = {**applied.to_json(), **record.divergence}
+                if record.outcome == "xpass":
+                    record.message += (f"\n  the recorded divergence no longer diverges here. Remove or narrow the "
+                                       f"[[divergence]] record {applied.rule} in {case.file} "
+                                       f"(scope: {applied.scope_text()})")
         record.training = {"judged": "weights and statistics after training", "worst": worst.name,
                            "compared": [{"name": t.name, "max_abs_error": t.max_abs_error,
                                          "allowed_error": t.allowed_error, "headroom": t.headroom}

@@ -38,7 +38,7 @@ from .engine import (
     train_torch,
 )
 from .optimizers import ADAM_EPSILON, SGD_WEIGHT_DECAY, keras_optimizer_for
-from .results import ScenarioResult
+from .results import Divergence, ScenarioResult
 
 PARAM_RELATIVE = {"sgd": 1e-3, "adam": 1e-2, "adamw": 1e-2}
 RUNNING_RELATIVE = 1e-4
@@ -180,16 +180,17 @@ def check_params(scenario: str, params: dict[str, Any]) -> None:
             raise CaseError(f"{name} must be one of {', '.join(map(str, allowed))}, got {params[name]!r}", field=name)
 
 
-def run_scenario(scenario: str, *, expect: str | None = "auto", **params: Any) -> ScenarioResult:
+def run_scenario(scenario: str, *, expect: str | Divergence | None = "auto", **params: Any) -> ScenarioResult:
     """Run one training scenario by name with its parameters (a catalogue case's fields).
 
     ``expect`` is the divergence the case records: ``"auto"`` (the scenario's own rule: the
     running-variance divergence for BatchNorm without the correction, the epsilon convention for
-    stock Keras Adam), ``None`` (none: everything must agree), or a rule name from
-    :data:`DIVERGENCES`. Raises :class:`CaseError` naming the scenario or parameter that is wrong.
+    stock Keras Adam), ``None`` (none: everything must agree), a rule name from :data:`DIVERGENCES`,
+    or a :class:`Divergence` (a case file's record that applies here). Raises :class:`CaseError`
+    naming the scenario or parameter that is wrong.
     """
     check_params(scenario, params)
-    if expect not in ("auto", None) and expect not in DIVERGENCES:
+    if isinstance(expect, str) and expect != "auto" and expect not in DIVERGENCES:
         raise CaseError(f"unknown divergence rule {expect!r}; known: {', '.join(DIVERGENCES)}", field="expect")
     try:
         result = SCENARIOS[scenario](**params)
@@ -197,4 +198,6 @@ def run_scenario(scenario: str, *, expect: str | None = "auto", **params: Any) -
         raise CaseError(f"scenario {scenario!r} rejected its parameters {params}: {exc}") from None
     if expect == "auto":
         return result
-    return replace(result, expected=DIVERGENCES[expect] if expect else None)
+    if isinstance(expect, str):
+        expect = DIVERGENCES[expect]
+    return replace(result, expected=expect)
