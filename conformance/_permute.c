@@ -104,29 +104,34 @@ typedef struct {
     int group[MAX_RANK];              /* 0 outside, 1 R, 2 Q */
     int r_axes[MAX_RANK], nr_axes;    /* R's axes, fastest first */
     int q_axes[MAX_RANK], nq_axes;
-    int o_axes[MAX_RANK], no_axes;    /* the rest, outermost first */
+    int o_axes[MAX_RANK], no_axes;    /* the rest, fastest (innermost in the source) first */
 } Plan;
 
+/* One step of an odometer over ``axes`` (fastest first) of a tile of extents ``ext``: the source and
+ * destination byte offsets move by one index. */
+static void advance(const Plan *pl, const int *axes, int n, const Py_ssize_t *ext, Py_ssize_t *counter,
+                    Py_ssize_t *so, Py_ssize_t *d) {
+    for (int k = 0; k < n; k++) {
+        int a = axes[k];
+        *so += pl->sst[a];
+        *d += pl->dst[a];
+        if (++counter[k] < ext[a]) return;
+        *so -= ext[a] * pl->sst[a];
+        *d -= ext[a] * pl->dst[a];
+        counter[k] = 0;
+    }
+}
+
 /* Offsets of every joint index of a group, fastest axis first: src[i] and dst[i] in bytes. */
-static Py_ssize_t offsets(const Plan *pl, const int *axes, int n, const Py_ssize_t *ext, Py_ssize_t *src,
-                          Py_ssize_t *dst) {
-    Py_ssize_t count = 1, counter[MAX_RANK] = {0};
+static void offsets(const Plan *pl, const int *axes, int n, const Py_ssize_t *ext, Py_ssize_t *src,
+                    Py_ssize_t *dst) {
+    Py_ssize_t count = 1, counter[MAX_RANK] = {0}, so = 0, d = 0;
     for (int k = 0; k < n; k++) count *= ext[axes[k]];
-    Py_ssize_t so = 0, d = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         src[i] = so;
         dst[i] = d;
-        for (int k = 0; k < n; k++) {            /* odometer, fastest axis first */
-            int a = axes[k];
-            so += pl->sst[a];
-            d += pl->dst[a];
-            if (++counter[k] < ext[a]) break;
-            so -= ext[a] * pl->sst[a];
-            d -= ext[a] * pl->dst[a];
-            counter[k] = 0;
-        }
+        advance(pl, axes, n, ext, counter, &so, &d);
     }
-    return count;
 }
 
 /* Whether each block of B consecutive indices steps by exactly one item on ``side``. */
@@ -188,15 +193,7 @@ static void copy_tile(const Plan *pl, Scalar scalar, const char *s, char *d, con
                 }
             }
         }
-        for (int k = pl->no_axes - 1; k >= 0; k--) {     /* odometer, innermost outer axis fastest */
-            int a = pl->o_axes[k];
-            os += pl->sst[a];
-            od += pl->dst[a];
-            if (++counter[k] < ext[a]) break;
-            os -= ext[a] * pl->sst[a];
-            od -= ext[a] * pl->dst[a];
-            counter[k] = 0;
-        }
+        advance(pl, pl->o_axes, pl->no_axes, ext, counter, &os, &od);
     }
 }
 
@@ -260,7 +257,11 @@ static PyObject *permute(PyObject *Py_UNUSED(self), PyObject *args) {
         pl.group[a] = (int)groups[a];
         pl.tiles[a] = (pl.shape[a] + pl.blocks[a] - 1) / pl.blocks[a];
         count *= pl.tiles[a];
-        if (pl.group[a] == 0) pl.o_axes[pl.no_axes++] = a;
+        if (pl.group[a] == 0) {           /* fastest first: insert at the front */
+            memmove(pl.o_axes + 1, pl.o_axes, (size_t)pl.no_axes * sizeof(int));
+            pl.o_axes[0] = a;
+            pl.no_axes++;
+        }
         if (pl.group[a] == 1) tile_r *= pl.blocks[a];
         if (pl.group[a] == 2) tile_q *= pl.blocks[a];
     }
