@@ -48,8 +48,9 @@ def measure(case, direction: str) -> dict:
     mc = conditioning.reference(pair.torch, inputs, rs, case.seed, zero)
     pair.torch.load_state_dict(state)
     ref_side = Gradients(t32.outputs, ref.inputs, ref.weights)
-    ratio = weight_comparisons(pair, direction, ref_side, keras_side,
-                               lambda key: Tolerance(max(ref.weight_sigma.get(key, 0.0), 1e-30), 0.0), memo.get("pairing"))
+    def in_sigmas(key: int) -> Tolerance:   # headroom = |keras - reference| / sigma
+        return Tolerance(max(ref.weight_sigma.get(key, 0.0), 1e-30), 0.0)
+    ratio = weight_comparisons(pair, direction, ref_side, keras_side, in_sigmas, memo.get("pairing"))
     keras_weights = max(c.comparison.headroom for c in ratio)
     keras_input = max(float(np.abs(k - r).max()) / max(s, 1e-30) for k, r, s in
                       zip(keras_side.inputs, ref.inputs, ref.input_sigma, strict=True) if r is not None)

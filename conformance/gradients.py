@@ -20,6 +20,10 @@ Tolerance: the forward tolerance for the outputs; for gradients the policy for r
 (:meth:`Tolerance.reduction`), over the number of output elements that the loss sums, or the
 forward reduction if that is longer, scaled as the forward one is.
 
+Deep models with BatchNorm in training mode (``Family.conditioned_gradients``: the twin zoo) are too
+ill-conditioned for that policy: their gradients are judged against the torch twin in float64, with an
+allowance of K sigmas of each tensor's measured float32 sensitivity (:mod:`conformance.conditioning`).
+
 Families whose training behaviour is random (dropout, attention dropout) are judged
 statistically instead: :mod:`conformance.train_stats`.
 """

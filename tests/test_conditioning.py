@@ -21,7 +21,8 @@ def _deep_bn(batch_values: int, depth: int = 8) -> tuple[nn.Module, list[np.ndar
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     for i in range(depth):
-        layers += [nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1, stride=2 if i < 3 else 1), nn.BatchNorm2d(8), nn.ReLU()]
+        conv = nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1, stride=2 if i < 3 else 1)
+        layers += [conv, nn.BatchNorm2d(8), nn.ReLU()]
     model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(8, 4))
     x = np.random.default_rng(1).uniform(-1, 1, (batch_values, 3, 8, 8)).astype(np.float32)
     return model, [x]
