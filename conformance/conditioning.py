@@ -48,12 +48,15 @@ from .families.base import Tolerance
 
 FLOAT32_EPS = 2.0 ** -23      # float32 machine epsilon: one relative rounding of each intermediate tensor
 DRAWS = 3                     # Monte Carlo runs of the float64 twin
-# The allowance's factor on sigma. Measured (AVX-512; oneDNN on and off; the four twins at the
-# catalogue's train sizes, both directions): Keras's distance from the reference is at most K_SEEN
-# sigmas on any tensor; K doubles that, since sigma is itself a sample of a few runs.
-K_SEEN = 4.0
-K = 2 * K_SEEN
-MAX_ALLOWANCE = 0.1           # of max|reference| per tensor: above it, float32 cannot resolve the gradient
+# The allowance's factor on sigma. Measured (AVX-512, oneDNN on; MobileNetV2, 64x64, batch 8,
+# torch->keras): Keras's distance from the reference is at most K_SEEN sigmas on any tensor (the input
+# gradient 0.26); K doubles that and more, since sigma is itself the largest of a few samples.
+K_SEEN = 1.06
+K = 4.0
+# Of max|reference| per tensor: above it (on the input gradient, or on the median weight) a conversion
+# error of half a gradient's size could pass, so the case gives no verdict. What it resolves in between
+# is shown by tests/test_meta_zoo_train.py: a transposed kernel or swapped BatchNorm parameters fail.
+MAX_ALLOWANCE = 0.5
 SEED_MIX = 0x5EED64
 
 
