@@ -111,3 +111,24 @@ def test_the_catalogue_configuration_that_motivated_it_is_refused(tmp_path: Path
             assert result.training["conditioning"]["weight_allowance_fraction_median"] > conditioning.MAX_ALLOWANCE
     finally:
         runner._PAIRS.clear()
+
+
+def test_the_report_shows_the_zoo_beside_its_inference_row() -> None:
+    """The panel "Training mode beside inference" gets a keras_application row from the zoo's train results."""
+    from conformance.report import render
+
+    def result(case_id: str, mode: str, headroom: float) -> dict[str, object]:
+        entry: dict[str, object] = {"id": case_id, "family": "keras_application", "direction": "torch->keras",
+                                    "params": {}, "outcome": "passed", "seed": 1, "headroom": headroom,
+                                    "message": "", "timings": {}, "tier": "default"}
+        if mode == "train":
+            entry.update(mode="train", tier="extended", training={
+                "judged": "gradients", "worst": "blocks.9.layers.4.bias -> block_9_depthwise_BN/beta",
+                "conditioning": {"K": conditioning.K, "draws": conditioning.DRAWS}, "compared": []})
+        return entry
+    cases = [result("keras_application[mobilenet_v2-c10-none-in3x32x32]", "inference", 0.01),
+             result("keras_application[mobilenet_v2-c10-none-in3x64x64-train]", "train", 0.24)]
+    page = render({"schema": "conformance-results", "schema_version": 2, "environment": {}, "cases": cases})
+    row = page[page.index("<tr data-family='keras_application'>"):]
+    row = row[:row.index("</tr>")]
+    assert row.count("<b>1</b> passed") == 2 and "block_9_depthwise_BN/beta" in row
