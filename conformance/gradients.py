@@ -20,6 +20,10 @@ Tolerance: the forward tolerance for the outputs; for gradients the policy for r
 (:meth:`Tolerance.reduction`), over the number of output elements that the loss sums, or the
 forward reduction if that is longer, scaled as the forward one is.
 
+Deep models with BatchNorm in training mode (``Family.conditioned_gradients``: the twin zoo) are too
+ill-conditioned for that policy: their gradients are judged against the torch twin in float64, with an
+allowance of K sigmas of each tensor's measured float32 sensitivity (:mod:`conformance.conditioning`).
+
 Families whose training behaviour is random (dropout, attention dropout) are judged
 statistically instead: :mod:`conformance.train_stats`.
 """
@@ -27,6 +31,7 @@ statistically instead: :mod:`conformance.train_stats`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,9 +169,11 @@ class Compared:
 
 
 def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_side: Gradients,
-                       tolerance: Tolerance, pairing: Any = None) -> list[Compared]:
-    """Every trainable weight's gradient, mapped by the transfer's rules as the weights were (see the module)."""
+                       tolerance: Tolerance | Callable[[int], Tolerance], pairing: Any = None) -> list[Compared]:
+    """Every trainable weight's gradient, mapped by the transfer's rules as the weights were (see the module).
+    ``tolerance`` may depend on the weight (a function of the torch parameter's id: conformance.conditioning)."""
     import torch
+    tolerance_of = tolerance if callable(tolerance) else (lambda key: tolerance)
 
     from .transfer import _keras_units, _paired_order, _plan, _torch_units
     to_keras = direction == "torch->keras"
@@ -187,7 +194,7 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
         if expected is None:
             continue
         name = f"{write.row.source} -> {write.row.destination} (adjoint, in torch's layout)"
-        found.append(Compared(name, compare_arrays(torch_side.weights[id(param)], expected, tolerance),
+        found.append(Compared(name, compare_arrays(torch_side.weights[id(param)], expected, tolerance_of(id(param))),
                               write.row.rule))
     # The bijections: the source's gradients stand in for its weights while the transfer is planned again,
     # so that every rule (and every value a rule reads while planning) sees gradients.
@@ -206,10 +213,11 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
                       write.plan.apply(source) if write.plan is not None else source)
             observed = dest_grads[id(write.destination)]
             seen.update((id(write.source), id(write.destination)))
+            weight = tolerance_of(id(write.source if to_keras else write.destination))
             if to_keras:   # torch's gradient mapped into Keras's layout against Keras's own
-                comparison = compare_arrays(mapped, observed, tolerance)
+                comparison = compare_arrays(mapped, observed, weight)
             else:          # torch's own against Keras's mapped into torch's layout
-                comparison = compare_arrays(observed, mapped, tolerance)
+                comparison = compare_arrays(observed, mapped, weight)
             found.append(Compared(f"{write.row.source} -> {write.row.destination}", comparison, write.row.rule))
     finally:
         with torch.no_grad():
@@ -219,7 +227,7 @@ def weight_comparisons(pair: Any, direction: str, torch_side: Gradients, keras_s
     for key in [*torch_side.weights, *keras_side.weights]:
         if key not in seen:   # a trained weight that no rule maps: its gradient would go unchecked
             found.append(Compared(names.get(key, "a weight"), Comparison(
-                False, math.inf, math.inf, tolerance, math.inf, 0.0,
+                False, math.inf, math.inf, tolerance_of(key), math.inf, 0.0,
                 problem="trained, but no transfer rule maps its gradient, so it was not compared")))
     return found
 
@@ -264,16 +272,31 @@ def compare_training(pair: Any, case: Any, direction: str, forward: Tolerance, i
                          f"{len(keras_side.outputs)}")
     for i, (t, k) in enumerate(zip(torch_side.outputs, keras_side.outputs, strict=True)):
         found.append(Compared(f"output {i} (training mode)", compare_arrays(t, k, forward)))
+    conditioned: dict[str, Any] = {}
+    per_weight: Tolerance | Callable[[int], Tolerance] = tolerance
+    input_tolerances = [tolerance] * len(torch_side.inputs)
+    if pair.family.conditioned_gradients:   # deep models: the float64 twin judges (conformance.conditioning)
+        from . import conditioning
+        ref = conditioning.reference(pair.torch, inputs, rs, case.seed, torch_side)
+        problem, conditioned = conditioning.discrimination(ref)
+        if problem:
+            found.append(Compared("conditioning", Comparison(False, math.inf, math.inf, tolerance, math.inf, 0.0,
+                                                             problem=problem)))
+        torch_side = Gradients(torch_side.outputs, ref.inputs, ref.weights)
+        per_weight = conditioning.tolerance_for(ref, tolerance)
+        input_tolerances = [conditioning.allowance(tolerance, s) for s in ref.input_sigma]
     for i, (t_grad, k_grad) in enumerate(zip(torch_side.inputs, keras_side.inputs, strict=True)):
         if t_grad is not None and k_grad is not None:
-            found.append(Compared(f"d loss / d input {i}", compare_arrays(t_grad, k_grad, tolerance)))
-    found.extend(weight_comparisons(pair, direction, torch_side, keras_side, tolerance, pairing))
+            found.append(Compared(f"d loss / d input {i}", compare_arrays(t_grad, k_grad, input_tolerances[i])))
+    found.extend(weight_comparisons(pair, direction, torch_side, keras_side, per_weight, pairing))
     trained = sum(1 for _ in pair.torch.parameters())
     info = {"loss": "sum(out * R), R uniform [-1, 1] per output, seeded",
             "projection_seed": case.seed ^ PROJECTION_SEED,
             "loss_terms": elements, "gradient_tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol,
                                                           "reason": tolerance.reason},
             "torch_parameters": trained, "keras_trainable_variables": len(keras_side.weights)}
+    if conditioned:
+        info["conditioning"] = conditioned
     return found, info
 
 

@@ -172,6 +172,9 @@ class Family:
     # Deep models: He-uniform kernels and BatchNorm statistics calibrated on seeded inputs, so that
     # activations neither overflow nor forget the input over dozens of layers (see pair.py).
     deep_init: bool = False
+    # Train mode judges gradients against the float64 torch twin with an allowance for the measured
+    # float32 conditioning (conformance.conditioning): for deep models with training-mode BatchNorm.
+    conditioned_gradients: bool = False
 
     def normalise(self, raw: Params) -> dict[str, Any]:
         """Check every parameter and fill defaults; CaseError names the offending field."""

@@ -86,5 +86,5 @@ FAMILIES = [Family(
         "input_shape": Param(shape(rank=3), abbrev="in"),
     },
     build_torch=_build_torch, build_keras=_build_keras, check=_check, tolerance=_tolerance,
-    channels_first=True, make_inputs=_inputs, deep_init=True,
+    channels_first=True, make_inputs=_inputs, deep_init=True, conditioned_gradients=True,
 )]
