@@ -4,8 +4,10 @@ Why this script exists: conformance/fastcopy.py picks its transpose by measureme
 choice depends on the machine (oneDNN on or off, how many cores). Each candidate writes the
 weight shapes of benchmarks/transfer_ratio.py's stacks in both directions; the runs are
 interleaved round by round and the best of each is kept, so that a busy machine slows every
-candidate alike. "warm" writes into memory written before (as the transfer does into a torch
-tensor), "fresh" into new memory (as TensorFlow's transpose and a Keras destination must).
+candidate alike. "blockcopy" is the compiled copy loop where it was built (the machine line
+says which), "NumPy tiles" the fallback of a build without a C compiler. "warm" writes into
+memory written before (as the transfer does into a torch tensor), "fresh" into new memory (as
+TensorFlow's transpose and a Keras destination must).
 Run: python benchmarks/transpose_candidates.py [--repeat 5]; taskset -c 0 for one core.
 """
 
@@ -38,14 +40,16 @@ def candidates(x: np.ndarray, perm: tuple[int, ...]) -> dict[str, Callable[[], o
     constant = tf.constant(x)
     one_core = blockcopy.threads() == 1
 
-    def tiles(workers: int) -> Callable[[], object]:
+    def tiles(workers: int, compiled: bool = True) -> Callable[[], object]:
         def run() -> None:
-            saved = blockcopy.threads
+            saved, native = blockcopy.threads, blockcopy._native
             blockcopy.threads = lambda: workers       # type: ignore[assignment]
+            if not compiled:
+                blockcopy._native = None
             try:
                 blockcopy.permute_into(x, perm, out)
             finally:
-                blockcopy.threads = saved             # type: ignore[assignment]
+                blockcopy.threads, blockcopy._native = saved, native    # type: ignore[assignment]
         return run
 
     found: dict[str, Callable[[], object]] = {
@@ -56,6 +60,8 @@ def candidates(x: np.ndarray, perm: tuple[int, ...]) -> dict[str, Callable[[], o
     }
     if not one_core:
         found["blockcopy, all cores (warm)"] = tiles(blockcopy.threads())
+    if blockcopy.compiled():     # what a build without a C compiler copies with
+        found["NumPy tiles, 1 thread (warm)"] = tiles(1, compiled=False)
     if x.ndim == 2:     # TensorIterator's copy of a permuted 3-D view took seconds at VGG scale
         target, source = torch.from_numpy(out), torch.from_numpy(x).permute(*perm)
         found["torch copy_ (warm)"] = lambda: target.copy_(source)
