@@ -42,7 +42,8 @@ def to_last(shape: tuple[int, ...]) -> tuple[int, ...]:
 def conform(array: np.ndarray, declared: list[int | None]) -> np.ndarray:
     """``array`` (source layout) as the converted model declares that input: as is, or channels-last."""
     def fits(shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(declared) and all(d in (None, -1) or d == s for d, s in zip(declared, shape))
+        return len(shape) == len(declared) and all(d in (None, -1) or d == s
+                                                   for d, s in zip(declared, shape, strict=True))
     if fits(array.shape) or array.ndim < 3:
         return array
     if fits(to_last(array.shape)):

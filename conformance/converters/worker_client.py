@@ -23,7 +23,6 @@ import os
 import select
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,8 @@ class Worker:
 
     def __init__(self, python: str, script: Path, label: str) -> None:
         self.label = label
-        self.log_file = tempfile.NamedTemporaryFile(prefix=f"conformance-{label}-", suffix=".log", delete=False)
+        self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115  (open for the worker's whole life)
+            prefix=f"conformance-{label}-", suffix=".log", delete=False)
         read_end, write_end = os.pipe()
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONNOUSERSITE="1")
         env.pop("PYTHONPATH", None)      # the worker's interpreter has its own packages, none of ours
@@ -86,21 +86,28 @@ class Worker:
 
     def request(self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
         if self.process.poll() is not None:
-            raise Refused(f"the {self.label} worker had exited (status {self.process.returncode}): {self.log_tail()}")
+            raise Refused(f"the {self.label} worker had exited (status {self.process.returncode})")
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
         except BrokenPipeError:
+            last = self.log_tail()
             self.close()
-            raise Refused(f"the {self.label} worker died: {self.log_tail()}") from None
+            raise Refused(f"the {self.label} worker died: {last}") from None
         ready, _, _ = select.select([self.replies], [], [], timeout)
         line = self.replies.readline() if ready else ""
         if not line:
-            hung = self.process.poll() is None
+            try:                 # the pipe closed: the worker is exiting (or hangs with it closed)
+                self.process.wait(timeout=5 if ready else 0.01)
+                hung = False
+            except subprocess.TimeoutExpired:
+                hung = True
+                self.process.kill()
+            last = self.log_tail()
             self.close()
             what = f"took more than {timeout:.0f} s" if hung else f"died (status {self.process.returncode})"
-            raise Refused(f"the {self.label} worker {what} on {message.get('op')}: {self.log_tail()}")
+            raise Refused(f"the {self.label} worker {what} on {message.get('op')}: {last}")
         reply = json.loads(line)
         if "refused" in reply:
             raise Refused(str(reply["refused"]))
@@ -118,6 +125,8 @@ class Worker:
                 self.process.kill()
                 self.process.wait()
         self.replies.close()
+        self.log_file.close()
+        Path(self.log_file.name).unlink(missing_ok=True)
 
     @property
     def alive(self) -> bool:
@@ -162,10 +171,6 @@ def versions_of(python: str, distributions: Sequence[str]) -> dict[str, str]:
         return dict(json.loads(done.stdout))
     except (OSError, subprocess.SubprocessError, ValueError):
         return {}
-
-
-def timed(clock: float) -> float:
-    return time.perf_counter() - clock
 
 
 __all__ = ["Worker", "interpreter_from", "read_arrays", "versions_of", "worker_for", "write_arrays"]
