@@ -194,3 +194,22 @@ def test_a_refusal_when_the_converted_model_runs_is_refused_and_adapter_timings_
     assert result.outcome == "refused"
     assert "the result raised when run" in result.message and "Invoke failed" in result.message
     assert result.timings["convert"] == 0.125
+
+
+def test_each_peer_env_pins_torch_to_the_cpu_build_and_the_py312_env_has_none() -> None:
+    """pip left to choose a torch takes the registry's multi-GB CUDA build: every peer env's constraints chain
+    to constraints.txt (torch==...), and the onnx2tf worker's 3.12 env has no torch at all (there is no CPU
+    build for 3.12 on the registry; the suite's process exports the ONNX files)."""
+    import configparser
+    import re
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    for env in ("peer-onnx2tf", "peer-litert"):
+        setenv = tox[f"testenv:{env}"]["setenv"]
+        constraint = re.search(r"PIP_CONSTRAINT = \{toxinidir\}/(\S+)", setenv)
+        assert constraint is not None, env
+        assert "-c ../constraints.txt" in (ROOT / constraint.group(1)).read_text().splitlines(), env
+    assert re.search(r"^torch==\d", (ROOT / "constraints.txt").read_text(), re.M)
+    py312 = (ROOT / "constraints/peer-onnx2tf-py312.txt").read_text()
+    assert re.search(r"^onnx2tf==2\.", py312, re.M) and not re.search(r"^torch\b", py312, re.M)
+    assert "CONFORMANCE_ONNX2TF_PYTHON = {envdir}/py312/bin/python" in tox["testenv:peer-onnx2tf"]["setenv"]
