@@ -8,6 +8,7 @@ declared shapes. A fake worker (a few lines of numpy run by this interpreter) st
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -213,3 +214,34 @@ def test_each_peer_env_pins_torch_to_the_cpu_build_and_the_py312_env_has_none() 
     py312 = (ROOT / "constraints/peer-onnx2tf-py312.txt").read_text()
     assert re.search(r"^onnx2tf==2\.", py312, re.M) and not re.search(r"^torch\b", py312, re.M)
     assert "CONFORMANCE_ONNX2TF_PYTHON = {envdir}/py312/bin/python" in tox["testenv:peer-onnx2tf"]["setenv"]
+
+
+class _TfliteFaithful(_Elsewhere):
+    """A torch->tflite adapter whose "converted model" is the torch model itself."""
+    name, directions = "test-tflite", ("torch->tflite",)
+
+    def convert(self, source: Any, inputs: Sequence[np.ndarray], context: Context) -> Callable[..., Any]:
+        import copy
+
+        import torch
+        clone = copy.deepcopy(source).eval()
+
+        def run(*arrays: np.ndarray) -> Any:
+            with torch.no_grad():
+                return clone(*[torch.from_numpy(a) for a in arrays]).numpy()
+        return run
+
+
+def test_a_torch_to_tflite_run_is_a_valid_results_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The third direction is a direction of the results format too (litert and onnx2tf-tflite write it)."""
+    from conformance import results
+    monkeypatch.setitem(converters.BUILTIN, "test-tflite", f"{__name__}:_TfliteFaithful")
+    case = next(c for c in load_file(ROOT / "cases" / "relu.toml") if c.tier == "default")
+    result = run_peer(case, "torch->tflite", "test-tflite").to_json()
+    assert result["outcome"] == "passed" and result["direction"] == "torch->tflite"
+    path = results.write(results.build([result], converter="test-tflite"), tmp_path / "results.json")
+    assert results.load(path)["cases"][0]["direction"] == "torch->tflite"
+    broken = json.loads(path.read_text())
+    broken["cases"][0]["direction"] = "torch->onnx"
+    with pytest.raises(results.ResultsError, match="direction"):
+        results.check(broken, "results.json")
