@@ -135,7 +135,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             result = model(**feed)
             got = [np.asarray(result[k]) for k in out_keys]
     except Exception as exc:
-        return {"refused": f"the converted model raised when run: {type(exc).__name__}: {str(exc)[:500]}"}
+        return {"refused": f"{type(exc).__name__}: {str(exc)[:500]}"}
     write(request["outputs"], got)
     return {"ok": {"outputs": len(got)}}
 
