@@ -16,9 +16,12 @@ from conformance.merge import load_any
 from conformance.report_scoreboard import ORDER, _conversion_seconds, columns
 
 
-def _cell(counts: Counter[str]) -> str:
+def _cell(counts: Counter[str], of: int = 0) -> str:
+    """The outcome counts, ``failed`` first; a column that ran fewer of the family's cases than another
+    (a run on a selection, or one stopped early) says how many of them it ran."""
     parts = [f"**{counts[o]} {o}**" if o == "failed" else f"{counts[o]} {o}" for o in ORDER if counts.get(o)]
-    return ", ".join(parts) or "–"
+    ran = sum(counts.values())
+    return ", ".join(parts) + (f" ({ran} of {of} cases)" if 0 < ran < of else "") if parts else "–"
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +41,8 @@ def main(argv: list[str]) -> int:
     print("|---|" + "---|" * len(table))
     for family in sorted(families):
         if not wanted or family in wanted:
-            print(f"| {family} | " + " | ".join(_cell(c) for c in families[family]) + " |")
+            most = max(sum(c.values()) for c in families[family])
+            print(f"| {family} | " + " | ".join(_cell(c, most) for c in families[family]) + " |")
     print("| **all cases** | " + " | ".join(_cell(c) for c in totals) + " |")
     print("| median conversion time | " + " | ".join(f"{statistics.median(s) * 1000:.0f} ms" if s else "–"
                                                      for s in seconds) + " |")

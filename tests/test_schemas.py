@@ -108,7 +108,8 @@ def test_results_errors_name_every_bad_field_one_line_each() -> None:
     with pytest.raises(results_file.ResultsError) as info:
         results_file.check(document, "run.json")
     lines = str(info.value).splitlines()
-    assert lines[0] == "run.json: field cases[0].direction: expected 'torch->keras' or 'keras->torch', got 'up'"
+    assert lines[0] == ("run.json: field cases[0].direction: expected 'torch->keras', 'keras->torch' or "
+                        "'torch->tflite', got 'up'")
     assert lines[1:] == ["  and field cases[1].outcome: required, but missing",
                          '  and field benchmarks: "benchmarks", when present, must be an object (a benchmark summary)']
     assert "pydantic" not in str(info.value)

@@ -58,6 +58,10 @@ class Context:
     mapping: list[dict[str, Any]] = field(default_factory=list)   # the built-in adapter's weight mapping
     notes: list[str] = field(default_factory=list)                # what the converter printed or decided
     memo: dict[str, Any] | None = None     # the runner's per-pair memo: the second direction reuses the pairing
+    # Times the adapter measured itself (seconds), recorded in the result's timings; a "convert" here replaces
+    # the runner's clock around convert() (an adapter whose converter runs in a worker process leaves out the
+    # worker's start and the file round trips).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def installed_version(distribution: str) -> str:
@@ -123,6 +127,11 @@ BUILTIN: dict[str, str] = {
     "onnx2keras-dynamo": "conformance.converters.onnx_routes:Onnx2KerasDynamo",
     "onnx2torch": "conformance.converters.onnx_routes:Onnx2Torch",
     "nobuco": "conformance.converters.nobuco_adapter:Nobuco",
+    "onnx2tf": "conformance.converters.onnx2tf_adapter:Onnx2Tf",
+    "onnx2tf-dynamo": "conformance.converters.onnx2tf_adapter:Onnx2TfDynamo",
+    "onnx2tf-tflite": "conformance.converters.onnx2tf_adapter:Onnx2TfTflite",
+    "onnx2tf-tflite-dynamo": "conformance.converters.onnx2tf_adapter:Onnx2TfTfliteDynamo",
+    "litert": "conformance.converters.litert_adapter:LiteRT",
 }
 
 

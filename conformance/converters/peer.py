@@ -184,11 +184,16 @@ def _convert_and_judge(case: Case, direction: str, adapter: Converter, result: P
             return
         finally:
             result.timings["convert"] = time.perf_counter() - clock
+            result.timings.update(context.timings)
         target_inputs = [_move(a, target_last(adapter.input_layout)) if source_last != target_last(
             adapter.input_layout) else a for a in inputs]
         clock = time.perf_counter()
         try:
             got = _flatten(target(*target_inputs))
+        except Refused as exc:       # an adapter whose converter runs elsewhere reports the run's exception so
+            result.outcome = "refused"
+            result.message = plain(f"{adapter.name} converted the model, but the result raised when run: {exc}")
+            return
         except Exception as exc:
             if _ours(exc):
                 raise

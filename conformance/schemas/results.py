@@ -22,7 +22,7 @@ from .base import Absent, Table
 SCHEMA = "conformance-results"
 MATRIX_SCHEMA = "conformance-matrix"
 Outcome = Literal["passed", "failed", "divergence", "unsupported", "xpass", "skipped", "error", "refused"]
-Direction = Literal["torch->keras", "keras->torch"]
+Direction = Literal["torch->keras", "keras->torch", "torch->tflite"]   # torch->tflite: converters under test only
 
 
 def _infinity(value: Any) -> Any:
