@@ -159,7 +159,7 @@ def test_the_models_agree_with_the_constants_the_suite_uses() -> None:
     from conformance.schemas import results as results_model
     assert get_args(case_model.Framework) == cases.FRAMEWORKS
     assert ("both", *cases.DIRECTIONS) == get_args(case_model.Divergence.model_fields["direction"].annotation)
-    from conformance.converters import CONVERTER_DIRECTIONS    # a converter under test may also write torch->tflite
+    from conformance.converters import CONVERTER_DIRECTIONS  # a converter under test may also write torch->tflite
     assert get_args(results_model.Direction) == CONVERTER_DIRECTIONS
     assert set(cases.DIRECTIONS) <= set(CONVERTER_DIRECTIONS)
     assert get_args(results_model.Outcome) == results_file.OUTCOMES + results_file.PEER_OUTCOMES
