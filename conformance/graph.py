@@ -252,10 +252,13 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
 
     device = next((p.device for p in model.parameters()), None)
     tensors = [torch.as_tensor(x, device=device) for x in example_inputs]
+    large = sum(p.numel() for p in model.parameters()) >= META_FROM
     try:
-        try:      # first without data: the graph needs shapes, not numbers (see _meta_pass)
+        try:      # a large model first without data: the graph needs shapes, not numbers (see _meta_pass)
+            if not large:
+                raise GraphUnavailable("small: the real pass is cheaper")
             output = trace(*_meta_pass(model, tensors))
-        except Exception:          # data-dependent code, or a tensor made on the CPU inside forward
+        except Exception:          # small, data-dependent code, or a tensor made on the CPU inside forward
             output = trace(tensors, lambda inputs: model(*inputs))
     except Exception as exc:
         raise GraphUnavailable(f"the torch model did not run on example inputs of shapes "
@@ -265,6 +268,12 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     if not graph.outputs:
         raise GraphUnavailable("the torch model's outputs do not depend on its inputs")
     return graph.finish()
+
+
+# Models with at least this many parameters are traced on the meta device. Below it the real pass is the
+# cheaper one: on 24 catalogue cases (GRU, Conv2d) the meta pass's functional_call added about 6 ms per
+# transfer, while a 26M-parameter conv stack's real pass spent 58% of its transfer in convolutions.
+META_FROM = 1_000_000
 
 
 def _meta_pass(model: Any, tensors: Sequence[Any]) -> tuple[list[Any], Any]:
