@@ -22,19 +22,12 @@ from conformance import conditioning, runner
 from conformance.cases import DIRECTIONS, load_file
 from conformance.families.base import Tolerance
 from conformance.gradients import Gradients, gradient_tolerance, keras_gradients, torch_gradients, weight_comparisons
-from conformance.pair import randomize_keras, randomize_torch
 
 
 def measure(case, direction: str) -> dict:
     clock = time.perf_counter()
     pair, memo = runner.pair_for(case)
-    seed = runner.weight_seed(case, direction)
-    if direction == "torch->keras":
-        randomize_torch(pair.torch, seed)
-        source = pair.torch
-    else:
-        randomize_keras(pair.keras, seed)
-        source = pair.keras
+    source = runner.randomized_source(pair, case, direction)
     runner._builtin_transfer(pair, source, direction, case.id, memo)
     inputs = list(pair.sample_inputs(case.seed, case.batch))
     state = {k: v.clone() for k, v in pair.torch.state_dict().items()}

@@ -287,19 +287,12 @@ def on_device(module: Any, device: str) -> Any:
 
 def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cpu") -> None:
     from .comparison import compare
-    from .pair import randomize_keras, randomize_torch
 
     clock = time.perf_counter()
     pair, memo = pair_for(case)
     on_device(pair.torch, torch_device)
     result.timings["build"] = time.perf_counter() - clock
-    seed = weight_seed(case, direction)
-    if direction == "torch->keras":
-        randomize_torch(pair.torch, seed)
-        source = pair.torch
-    else:
-        randomize_keras(pair.keras, seed)
-        source = pair.keras
+    source = randomized_source(pair, case, direction)
     clock = time.perf_counter()
     result.mapping = _builtin_transfer(pair, source, direction, case.id, memo)   # the built-in converter adapter
     result.timings["transfer"] = time.perf_counter() - clock
@@ -331,6 +324,18 @@ def _run(case: Case, direction: str, result: CaseResult, torch_device: str = "cp
             "torch": max(_distance(a, e) for a, e in zip(torch_list, expected_list, strict=False)),
             "keras": max(_distance(a, e) for a, e in zip(keras_list, expected_list, strict=False)),
         }
+
+
+def randomized_source(pair: Any, case: Case, direction: str) -> Any:
+    """The source model of ``direction``, its weights drawn afresh from the case's seed for that direction."""
+    from .pair import randomize_keras, randomize_torch
+
+    seed = weight_seed(case, direction)
+    if direction == "torch->keras":
+        randomize_torch(pair.torch, seed)
+        return pair.torch
+    randomize_keras(pair.keras, seed)
+    return pair.keras
 
 
 def weight_seed(case: Case, direction: str) -> int:
