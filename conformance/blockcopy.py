@@ -24,7 +24,7 @@ import itertools
 import math
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -130,6 +130,19 @@ def _blocks(shape: tuple[int, ...], perm: tuple[int, ...], itemsize: int) -> tup
     return best[1]
 
 
+def _shared(run: Callable[[int, int], None], count: int, nbytes: int) -> None:
+    """``run(first, last)`` over ``range(count)``, in even contiguous shares on :func:`threads` threads
+    when ``nbytes`` are enough to gain from them, else at once on this thread."""
+    workers = min(threads(), count) if nbytes >= PARALLEL_FROM else 1
+    if workers <= 1:
+        run(0, count)
+        return
+    share = math.ceil(count / workers)
+    pool = _pool(workers, os.getpid())
+    for future in [pool.submit(run, i, min(count, i + share)) for i in range(0, count, share)]:
+        future.result()
+
+
 def _native_plan(shape: Sequence[int], src_strides: Sequence[int], dst_strides: Sequence[int],
                  itemsize: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """(tile blocks, axis groups) for the compiled copy of a transposing permutation, else None.
@@ -182,14 +195,7 @@ def _native_copy(source: np.ndarray, target: np.ndarray) -> bool:
     count = math.prod(-(-n // b) for n, b in zip(source.shape, blocks, strict=True))
     args = (source.ctypes.data, target.ctypes.data, itemsize, source.shape, source.strides, target.strides,
             blocks, groups)
-    workers = min(threads(), count) if source.nbytes >= PARALLEL_FROM else 1
-    if workers == 1:
-        _native.permute(*args, 0, count)
-        return True
-    share = math.ceil(count / workers)
-    pool = _pool(workers, os.getpid())
-    for future in [pool.submit(_native.permute, *args, i, min(count, i + share)) for i in range(0, count, share)]:
-        future.result()
+    _shared(lambda first, last: _native.permute(*args, first, last), count, source.nbytes)
     return True
 
 
@@ -226,18 +232,12 @@ def permute_into(source: np.ndarray, perm: Sequence[int], out: np.ndarray) -> No
         tiles: list[tuple[slice, ...]] = [(slice(start, start + step),) for start in range(0, len(source), step)]
     else:
         tiles = _tiles(source.shape, _blocks(tuple(source.shape), perm, source.dtype.itemsize))
-    workers = min(threads(), len(tiles)) if source.nbytes >= PARALLEL_FROM else 1
 
-    def run(part: Sequence[tuple[slice, ...]]) -> None:
-        for tile in part:
+    def run(first: int, last: int) -> None:
+        for tile in tiles[first:last]:
             np.copyto(target[tile], source[tile], casting="no")
 
-    if workers == 1:
-        run(tiles)
-        return
-    share = math.ceil(len(tiles) / workers)
-    for future in [_pool(workers, os.getpid()).submit(run, tiles[i:i + share]) for i in range(0, len(tiles), share)]:
-        future.result()
+    _shared(run, len(tiles), source.nbytes)
 
 
 def permuted(source: np.ndarray, perm: Sequence[int]) -> np.ndarray:

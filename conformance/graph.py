@@ -252,14 +252,17 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
 
     device = next((p.device for p in model.parameters()), None)
     tensors = [torch.as_tensor(x, device=device) for x in example_inputs]
-    large = sum(p.numel() for p in model.parameters()) >= META_FROM
+    def real_pass() -> Any:
+        return trace(tensors, lambda inputs: model(*inputs))
+
     try:
-        try:      # a large model first without data: the graph needs shapes, not numbers (see _meta_pass)
-            if not large:
-                raise GraphUnavailable("small: the real pass is cheaper")
-            output = trace(*_meta_pass(model, tensors))
-        except Exception:          # small, data-dependent code, or a tensor made on the CPU inside forward
-            output = trace(tensors, lambda inputs: model(*inputs))
+        if sum(p.numel() for p in model.parameters()) < META_FROM:
+            output = real_pass()            # small: cheaper than functional_call's swap
+        else:
+            try:      # without data: the graph needs shapes, not numbers (see _meta_pass)
+                output = trace(*_meta_pass(model, tensors))
+            except Exception:               # data-dependent code, or a tensor made on the CPU inside forward
+                output = real_pass()
     except Exception as exc:
         raise GraphUnavailable(f"the torch model did not run on example inputs of shapes "
                                f"{[tuple(t.shape) for t in tensors]}: {type(exc).__name__}: {exc}") from None
