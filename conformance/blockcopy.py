@@ -24,6 +24,8 @@ import itertools
 import math
 import mmap
 import os
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -43,6 +45,7 @@ TILE_BYTES = 256 << 10          # a tile's bytes: both sides of a tile fit a cor
 INNER = 64                      # at least this many elements along each side's contiguous axis: whole cache lines
 HUGE_PAGE = 2 << 20
 HUGE_FROM = 4 << 20             # smaller buffers come from the heap, which reuses warm memory
+POOL_BYTES = 1 << 30          # released huge-page memory kept for reuse
 PARALLEL_FROM = 1 << 20         # below a MB, a second thread costs more than it saves
 
 _WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -79,18 +82,53 @@ def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
 def empty(nbytes: int) -> np.ndarray:
     """A writable, 64-byte aligned uint8 buffer; from huge pages when it is large and the OS offers them.
 
-    A buffer handed to TensorFlow is adopted, not copied, so it cannot be reused; fresh memory is
-    the price, and huge pages cut its page faults 512-fold.
+    A buffer handed to TensorFlow is adopted, not copied, so this one cannot be written again while
+    anything holds it. Fresh memory page-faults on first write (huge pages cut that 512-fold, but the
+    kernel still zeroes every page: 1-2x a memcpy on the development VM), so a large buffer's memory
+    goes back to a small pool when the last view of it dies (TensorFlow drops an adopted buffer when
+    its variable is next assigned or freed), and the next buffer of about its size reuses it,
+    already mapped: a model transferred again (the gate, a benchmark, a training loop that syncs
+    weights) pays no page faults.
     """
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     if nbytes < HUGE_FROM or advice is None:
         import torch  # torch's allocator aligns to 64 bytes; NumPy's only to 16, which TensorFlow would copy
         return torch.empty(nbytes, dtype=torch.uint8).numpy()
-    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    region = _region(nbytes + HUGE_PAGE, advice)
+    whole = np.frombuffer(region, dtype=np.uint8)   # every view handed out keeps this array alive, and it the region
+    finalizer = weakref.finalize(whole, _released, region)
+    finalizer.atexit = False
+    start = -whole.ctypes.data % HUGE_PAGE
+    return whole[start:start + nbytes]
+
+
+_pooled: list[mmap.mmap] = []     # released regions, smallest first, at most POOL_BYTES in all
+_pool_lock = threading.Lock()     # a region is released by the garbage collector, on any thread
+
+
+def _region(nbytes: int, advice: int) -> mmap.mmap:
+    """A mapping of at least ``nbytes``: a released one at most twice that size, else a new one."""
+    with _pool_lock:
+        for index, region in enumerate(_pooled):
+            if nbytes <= len(region) <= 2 * nbytes:
+                return _pooled.pop(index)
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(advice)
-    buffer = np.frombuffer(region, dtype=np.uint8)       # keeps the mapping alive as long as any view of it
-    start = -buffer.ctypes.data % HUGE_PAGE
-    return buffer[start:start + nbytes]
+    return region
+
+
+def _released(region: mmap.mmap) -> None:
+    """Keep ``region`` for reuse. Its pages are marked free (MADV_FREE): the OS takes them back if it
+    runs short of memory (they read as zeros then, and every buffer is written whole), and they stay
+    mapped otherwise. The largest regions leave the pool first when it holds more than POOL_BYTES."""
+    lazy = getattr(mmap, "MADV_FREE", None)
+    if lazy is not None:
+        region.madvise(lazy)
+    with _pool_lock:
+        _pooled.append(region)
+        _pooled.sort(key=len)
+        while sum(map(len, _pooled)) > POOL_BYTES:
+            _pooled.pop()
 
 
 def _pages(blocks: Sequence[int], strides: Sequence[int], itemsize: int) -> int:

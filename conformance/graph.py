@@ -175,6 +175,7 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     import torch
     from torch.overrides import TorchFunctionMode
 
+    from .meta_memo import MetaMemo
     from .structure import torch_op
 
     graph = Graph()
@@ -182,6 +183,10 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     trail: dict[int, list[tuple[Any, ...]]] = {}   # id(tensor) -> weightless ops since its node
     keep: list[Any] = []                 # tensors stay alive, so their ids are not reused during the trace
     inside = [0]
+
+    def direct(func: Any, args: Any, kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+    run: list[Callable[..., Any]] = [direct]      # a MetaMemo for a pass on the meta device
 
     def node_of(value: Any) -> int | None:
         return producer.get(id(value)) if isinstance(value, torch.Tensor) else None
@@ -205,7 +210,7 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            result = func(*args, **(kwargs or {}))
+            result = run[0](func, args, kwargs or {})
             if inside[0] == 0:
                 live = [t for t in tensors_in(list(args) + list((kwargs or {}).values())) if node_of(t) is not None]
                 name = getattr(func, "__name__", "")
@@ -233,6 +238,7 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
 
     def trace(inputs: Sequence[Any], call: Any) -> Any:
         """One traced pass of ``call(inputs)``, recorded from scratch (hooks are removed after each pass)."""
+        run[0] = MetaMemo() if inputs and inputs[0].device.type == "meta" else direct
         for container in (graph.nodes, graph.outputs, graph.output_pre, producer, trail, keep):
             container.clear()
         inside[0] = 0              # a pass that failed inside a unit never left it
@@ -297,9 +303,10 @@ def _meta_pass(model: Any, tensors: Sequence[Any]) -> tuple[list[Any], Any]:
     return inputs, lambda inputs: functional_call(model, state, tuple(inputs), strict=False, tie_weights=True)
 
 
-def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any]) -> list[list[Any]]:
+def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any]) -> Iterator[list[Any]]:
     """Candidate torch inputs made from the Keras model's inputs: channels moved first for feature maps
-    (the usual layout difference), then as they are. Integer inputs (token ids) are zeros."""
+    (the usual layout difference), then as they are. Integer inputs (token ids) are zeros. Made one at a
+    time: the first usually pairs, and a large model's inputs are not free to draw."""
     import numpy as np
     try:
         specs = [(tuple(t.shape[1:]), str(t.dtype)) for t in keras_model.inputs]
@@ -318,7 +325,8 @@ def torch_example_inputs(keras_model: Any, torch_model: Any, units: Sequence[Any
             arrays.append(np.random.default_rng(0).uniform(-1, 1, (2, *torch_shape)).astype(np.float32))
         return arrays
 
-    return [make(True), make(False)]
+    yield make(True)
+    yield make(False)
 
 
 # ---- keras -------------------------------------------------------------------------------------------

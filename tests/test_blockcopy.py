@@ -196,3 +196,33 @@ def test_the_compiled_loop_refuses_bad_arguments(copy_loop: str) -> None:
         native.permute(*good[:3], (), (), (), (), (), 0, 0)
     with pytest.raises(ValueError, match="wrong length"):
         native.permute(*good[:3], (2, 2), (8,), (4, 8), (2, 2), (2, 1), 0, 1)
+
+
+def test_a_released_buffer_is_reused_and_a_held_one_never_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """empty()'s pool: a large buffer's memory comes back when the last view of it dies (TensorFlow dropping
+    an adopted buffer), and the next buffer of about its size reuses it; while any view lives, never."""
+    monkeypatch.setattr(blockcopy, "_pooled", [])
+    nbytes = blockcopy.HUGE_FROM + 12344
+    first = blockcopy.empty(nbytes)
+    view = first.view(np.float32)[::2]            # a derived view keeps the memory, as torch.from_numpy would
+    address = first.ctypes.data
+    del first
+    second = blockcopy.empty(nbytes)
+    assert second.ctypes.data != address, "a buffer still viewed was handed out again"
+    del view
+    third = blockcopy.empty(nbytes - 1000)
+    assert third.ctypes.data == address and third.size == nbytes - 1000 and third.ctypes.data % 64 == 0
+    del second, third
+    assert len(blockcopy._pooled) == 2
+    assert blockcopy.empty(4 * nbytes).ctypes.data != address     # more than twice too small: a fresh mapping
+
+
+def test_the_pool_keeps_at_most_pool_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blockcopy, "_pooled", [])
+    monkeypatch.setattr(blockcopy, "POOL_BYTES", 3 * blockcopy.HUGE_FROM)
+    buffers = [blockcopy.empty(blockcopy.HUGE_FROM) for _ in range(4)]
+    del buffers
+    assert 1 <= len(blockcopy._pooled) and sum(map(len, blockcopy._pooled)) <= blockcopy.POOL_BYTES
+    monkeypatch.setattr(blockcopy, "POOL_BYTES", 0)
+    blockcopy.empty(blockcopy.HUGE_FROM)      # taken from the pool and released into one that keeps nothing
+    assert sum(map(len, blockcopy._pooled)) <= 2 * blockcopy.HUGE_FROM

@@ -127,3 +127,27 @@ def test_a_flatten_dense_model_round_trips_through_transfer_weights(engine: str)
             p.zero_()
     conformance.transfer_weights(keras_model, torch_model)
     assert all(torch.equal(before[k], v) for k, v in torch_model.state_dict().items())
+
+
+def test_reused_memory_never_aliases_a_live_keras_variable(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch->Keras buffers come from empty()'s pool. Transferred again and again into two models (one still
+    holding its buffers while the other's are released and reused), every variable keeps its own values
+    and its own memory."""
+    monkeypatch.setattr(blockcopy, "HUGE_FROM", 1 << 12)       # small weights take the pooled route too
+    torch_models = [torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.Linear(48, 32)) for _ in range(3)]
+    keras_models = [keras.Sequential([keras.Input((64,)), keras.layers.Dense(48), keras.layers.Dense(32)])
+                    for _ in range(2)]
+    last: dict[int, int] = {}
+    for step in range(7):
+        last[step % 2] = step % 3
+        conformance.transfer_weights(torch_models[step % 3], keras_models[step % 2])
+        for k, t in last.items():
+            kernels = [w.numpy() for w in keras_models[k].weights[::2]]
+            expected = [p.detach().numpy().T for p in torch_models[t].parameters() if p.ndim == 2]
+            assert all(np.array_equal(a, b) for a, b in zip(kernels, expected, strict=True)), (step, k, t)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        from torch.utils import dlpack
+        addresses = [dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(tf.convert_to_tensor(w.value)))
+                     .data_ptr() for m in keras_models for w in m.weights]
+        assert len(set(addresses)) == len(addresses)
