@@ -9,11 +9,12 @@ meta device a call's result is fixed by what it is given: the function, the shap
 dtypes of its tensors and its other arguments. So a repeated call gets an empty meta tensor of the
 recorded shape, strides and dtype.
 
-Functions that are fast on the meta device (a first call under :data:`WORTH_S`) always run: describing
-their arguments would cost more. Only calls whose result is one new tensor or a tuple of new tensors are memoised. Anything that
-may write to or return one of its arguments (an in-place function, ``out=``, ``inplace=True``, a
-result that is an argument) runs every time, because the pairing trace follows tensors by
-identity; so does anything given an argument this module cannot describe exactly.
+Functions that are fast on the meta device (a first call under :data:`WORTH_S`) always run:
+describing their arguments would cost more. Only calls whose result is one new tensor or a tuple
+of new tensors are memoised. Anything that may write to or return one of its arguments (an
+in-place function, ``out=``, ``inplace=True``, a result that is an argument) runs every time,
+because the pairing trace follows tensors by identity; so does anything given an argument this
+module cannot describe exactly.
 """
 
 from __future__ import annotations
