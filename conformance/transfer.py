@@ -9,7 +9,7 @@ checked before anything is written, so a mismatch anywhere leaves the destinatio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +204,8 @@ def _paired_order(torch_model: Any, keras_model: Any, t_units: list[_TorchUnit],
         k_graph = keras_graph(keras_model, lambda layer: any(c.claims_keras(layer) for c in claimed))
         if example_inputs is not None:
             arrays = example_inputs if isinstance(example_inputs, list | tuple) else [example_inputs]
-            candidates = [[np.asarray(a.detach().cpu() if hasattr(a, "detach") else a) for a in arrays]]
+            candidates: Iterable[list[Any]] = [[np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
+                                                for a in arrays]]
         else:
             candidates = torch_example_inputs(keras_model, torch_model, [u.module for u in t_units])
         problems = []
