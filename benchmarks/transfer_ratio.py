@@ -1,11 +1,12 @@
 """How long transfer_weights takes on >= 100 MB models, as a ratio to a memcpy of the same bytes.
 
-The physical limit is one read and one write of every byte, which is what a memcpy does. Both
-are timed in this process, best of several runs, so the ratio does not depend on the machine's
-speed. Each stack is reported whole (transfer_weights, which also pairs the layers by tracing the
-torch model) and for its writes alone (the bytes moved, what conformance/fastcopy.py controls),
-in both directions, with the ISA and whether TensorFlow runs oneDNN. The third stack is VGG16's
-Flatten->Dense head, whose row reorder dominated a whole VGG16 transfer.
+The physical limit is one read and one write of every byte, which is what a memcpy does. All are
+timed in this process, taking turns round by round, best of several rounds, so that the ratio
+depends neither on the machine's speed nor on a slow spell that hits one of them alone. Each stack
+is reported whole (transfer_weights, which also pairs the layers by tracing the torch model) and for
+its writes alone (the bytes moved, what conformance/fastcopy.py controls), in both directions, with
+the ISA and whether TensorFlow runs oneDNN. The third stack is VGG16's Flatten->Dense head, whose
+row reorder dominated a whole VGG16 transfer.
 Run: python benchmarks/transfer_ratio.py [--repeat 5]
 """
 
@@ -58,10 +59,6 @@ def flatten_dense(channels: int = 512, side: int = 7, width: int = 4096) -> tupl
     return torch_model, keras_model
 
 
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    return interleaved_best({"fn": fn}, repeat)["fn"]
-
-
 def interleaved_best(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     """Best seconds of each run over ``repeat`` rounds, the runs taking turns within a round, so that a
     shared machine's slow spells hit every candidate alike."""
@@ -107,11 +104,13 @@ def measure(name: str, torch_model: torch.nn.Module, keras_model: keras.Model, r
         for src, dst in zip(tensors, targets, strict=True):
             np.copyto(dst, src)
 
-    copy = best_of(memcpy, repeat)
-    forward = best_of(lambda: conformance.transfer_weights(torch_model, keras_model), repeat)
-    backward = best_of(lambda: conformance.transfer_weights(keras_model, torch_model), repeat)
-    forward_writes = best_of(writes_only(torch_model, keras_model), repeat)
-    backward_writes = best_of(writes_only(keras_model, torch_model), repeat)
+    best = interleaved_best({"memcpy": memcpy,
+                             "forward": lambda: conformance.transfer_weights(torch_model, keras_model),
+                             "backward": lambda: conformance.transfer_weights(keras_model, torch_model),
+                             "forward_writes": writes_only(torch_model, keras_model),
+                             "backward_writes": writes_only(keras_model, torch_model)}, repeat)
+    copy, forward, backward = best["memcpy"], best["forward"], best["backward"]
+    forward_writes, backward_writes = best["forward_writes"], best["backward_writes"]
     print(f"{name}: {total / 1e6:.0f} MB; memcpy {copy * 1e3:.1f} ms; "
           f"torch->keras {forward * 1e3:.1f} ms ({forward / copy:.2f}x memcpy; writes alone "
           f"{forward_writes / copy:.2f}x); keras->torch {backward * 1e3:.1f} ms ({backward / copy:.2f}x memcpy; "

@@ -97,6 +97,9 @@ static const char *block32_name = "scalar";
  * taps (short on one side) still move in whole runs. Blocks whose runs are not contiguous, and the
  * ragged edges, take a scalar loop. */
 enum { B = 16 };
+#ifndef PREFETCH_BLOCKS
+#define PREFETCH_BLOCKS 2     /* a block prefetches its source rows this many blocks of R ahead (1-2 best, see blockcopy) */
+#endif
 
 typedef struct {
     int rank, itemsize;
@@ -177,7 +180,7 @@ static void copy_tile(const Plan *pl, Scalar scalar, const char *s, char *d, con
         const char *so = s + os;
         char *dd = d + od;
         for (Py_ssize_t r0 = 0, rb = 0; r0 < nr; r0 += B, rb++) {
-            Py_ssize_t rm = nr - r0 < B ? nr - r0 : B;
+            Py_ssize_t rm = nr - r0 < B ? nr - r0 : B, ahead = r0 + PREFETCH_BLOCKS * B;
             for (Py_ssize_t q0 = 0, qb = 0; q0 < nq; q0 += B, qb++) {
                 Py_ssize_t qm = nq - q0 < B ? nq - q0 : B;
                 if (pl->itemsize == 4 && r_whole[rb] && q_whole[qb]) {
@@ -186,6 +189,9 @@ static void copy_tile(const Plan *pl, Scalar scalar, const char *s, char *d, con
                     for (int k = 0; k < B; k++) {
                         src_rows[k] = (const uint32_t *)(so + rs[r0] + qs[q0 + k]);
                         dst_rows[k] = (uint32_t *)(dd + rd[r0 + k] + qd[q0]);
+                    }
+                    if (ahead < nr) {       /* the lines this block's rows will need a few sweeps from now */
+                        for (int k = 0; k < B; k++) __builtin_prefetch(so + rs[ahead] + qs[q0 + k], 0, 3);
                     }
                     block32(src_rows, dst_rows);
                 } else {
