@@ -103,7 +103,7 @@ def empty(nbytes: int) -> np.ndarray:
 
 
 _pooled: list[mmap.mmap] = []     # released regions, smallest first, at most POOL_BYTES in all
-_pool_lock = threading.Lock()     # a region is released by the garbage collector, on any thread
+_pool_lock = threading.RLock()    # released by the garbage collector: on any thread, even inside _region
 
 
 def _region(nbytes: int, advice: int) -> mmap.mmap:
