@@ -151,3 +151,25 @@ def test_reused_memory_never_aliases_a_live_keras_variable(engine: str, monkeypa
         addresses = [dlpack.from_dlpack(tf.experimental.dlpack.to_dlpack(tf.convert_to_tensor(w.value)))
                      .data_ptr() for m in keras_models for w in m.weights]
         assert len(set(addresses)) == len(addresses)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's assign op")
+def test_a_plain_variable_is_assigned_by_tensorflows_op_and_anything_else_by_keras(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast route skips Keras's assign (a third of a conv stack's transfer) only for a plain
+    TensorFlow variable outside a stateless scope; in one, Keras collects the update and the variable
+    keeps its values, as Keras's own assign would have it."""
+    tensor = _torch((7, 5))
+    plan = Layout("O I -> I O").plan((7, 5))
+    variable = keras.Variable(np.zeros((5, 7), np.float32))
+    calls: list[object] = []
+    original = type(variable).assign
+    monkeypatch.setattr(type(variable), "assign", lambda self, value: calls.append(value) or original(self, value))
+    fastcopy.write_keras(variable, tensor, plan)
+    np.testing.assert_array_equal(variable.numpy(), tensor.detach().numpy().T)
+    assert calls == []
+    with keras.StatelessScope() as scope:
+        fastcopy.write_keras(variable, tensor * 2, plan)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(variable.numpy(), tensor.detach().numpy().T)        # unchanged
+    np.testing.assert_array_equal(np.asarray(scope.get_current_value(variable)), 2 * tensor.detach().numpy().T)
