@@ -46,8 +46,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    from .quiet import import_frameworks_quietly
-    import_frameworks_quietly()
+    if not args.workers:     # workers import the frameworks and report the environment they ran in (plugin.py)
+        from .quiet import import_frameworks_quietly
+        import_frameworks_quietly()
     if args.torch_device != "cpu":
         import torch
         if not torch.cuda.is_available():
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"conformance: {len(cases)} cases x {len(adapter.directions)} directions"
           + (f" and {len(scenarios)} training cases" if scenarios else "") + f" from {args.cases}{converting}"
           + (f", shard {args.shard}" if args.shard else "") + (f", {args.workers} workers" if args.workers else "")
-          + f"\nenvironment: {describe(collect(args.torch_device))}")
+          + ("" if args.workers else f"\nenvironment: {describe(collect(args.torch_device))}"))
     return run_with_pytest(args, catalogue_errors=bool(catalogue.errors or training_errors))
 
 

@@ -20,6 +20,7 @@ in catalogue order.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker that ran cases sends its environment (versions, facts, threads) to the controller,
+    which records it: the facts of the processes that ran the cases, and the controller never imports the
+    frameworks itself (on 2 cores that import, about 6 s, ran beside both workers' own)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is None or "torch" not in sys.modules:          # not a worker, or one that ran no case
+        return
+    import json
+
+    from .results import environment
+    from .runner import use_one_torch_thread
+    use_one_torch_thread()
+    measured = environment(session.config.getoption("--conformance-torch-device"),
+                           session.config.getoption("--conformance-converter"))
+    output["conformance_environment"] = json.loads(json.dumps(measured))   # plain types: execnet sends no others
+
+
 class ResultsCollector:
     """Gathers every case's result from the test reports (local, or sent by xdist workers) and writes the
     results document at the end of the session."""
@@ -255,6 +273,13 @@ class ResultsCollector:
         self.config = config
         self.results: dict[tuple[str, str], dict[str, Any]] = {}
         self.errors: list[dict[str, Any]] = []
+        self.environments: dict[str, dict[str, Any]] = {}      # xdist worker id -> its environment
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        environment = getattr(node, "workeroutput", {}).get("conformance_environment")
+        if environment is not None:
+            self.environments[str(node.gateway.id)] = environment
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "conformance_result", None)
@@ -276,12 +301,14 @@ class ResultsCollector:
         if not (self.results or self.errors) or not target:
             return
         from . import results as results_file
-        from .runner import use_one_torch_thread
-        use_one_torch_thread()           # facts record the threads a catalogue run uses, in every process model
+        measured = self.environments[min(self.environments)] if self.environments else None
+        if measured is None:
+            from .runner import use_one_torch_thread
+            use_one_torch_thread()       # facts record the threads a catalogue run uses, in every process model
         ordered, records = _in_catalogue_order(self.results)
         document = results_file.build(ordered, records, self.errors,
                                       config.getoption("--conformance-torch-device"),
-                                      config.getoption("--conformance-converter"))
+                                      config.getoption("--conformance-converter"), measured)
         shard_text = config.getoption("--conformance-shard")
         if shard_text:
             from .selection import parse_shard

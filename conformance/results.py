@@ -74,8 +74,13 @@ def environment(torch_device: str = "cpu", converter: str = "transfer_weights") 
     from .converters import get
     env["facts"]["converter"] = get(converter).fact()   # the converter under test: merge makes it a column
     env["git_revision"] = git_revision()
-    env["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    env["command"] = _command()
     return env
+
+
+def _command() -> str:
+    """This process's command line: in an xdist run the controller's, which is what the user typed."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def summarise(cases: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -88,12 +93,16 @@ def summarise(cases: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 def build(case_results: Sequence[dict[str, Any]], divergences: Sequence[dict[str, Any]] = (),
           errors: Sequence[dict[str, Any]] = (), torch_device: str = "cpu",
-          converter: str = "transfer_weights") -> dict[str, Any]:
+          converter: str = "transfer_weights", measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results document. ``measured`` is the environment as the processes that ran the cases saw it
+    (xdist workers send theirs); without it this process measures its own."""
+    env = environment(torch_device, converter) if measured is None else dict(measured)
+    env["command"] = _command()
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "environment": environment(torch_device, converter),
+        "environment": env,
         "summary": summarise(case_results),
         "divergences": list(divergences),
         "errors": list(errors),

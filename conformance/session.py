@@ -75,6 +75,9 @@ def run_with_pytest(args: argparse.Namespace, catalogue_errors: bool = False) ->
         junit = Path(args.junit)
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_bytes(junit_xml(document))
+    if args.workers:        # known once the workers have reported it
+        from .facts import describe
+        print(f"environment: {describe(document['environment'].get('facts', {}))}")
     summary = document["summary"]
     print(", ".join(f"{summary[k]} {k}" for k in ("passed", "failed", "divergence", "unsupported", "xpass",
                                                   "refused", "error", "skipped") if summary.get(k))

@@ -57,10 +57,21 @@ def test_pytest_and_the_cli_write_the_same_results(serial: Path, tmp_path: Path)
     assert _comparable(target) == _comparable(serial)
 
 
+# The CLI, reporting afterwards which of the frameworks its own process imported.
+WATCHED_CLI = ("import sys; from conformance.cli import main; code = main(sys.argv[1:]); "
+               "print('controller imported:', "
+               "sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules)); sys.exit(code)")
+
+
 def test_parallel_workers_write_the_same_results_in_catalogue_order(serial: Path, tmp_path: Path) -> None:
-    proc = _run("run", "--select", SLICE, "-n", "2", "--output", str(tmp_path))
+    """Same document as a serial run, environment included: the workers measure it and send it, so the
+    controller never imports the frameworks (on 2 cores that import ran beside both workers')."""
+    proc = subprocess.run([sys.executable, "-c", WATCHED_CLI, "run", "--select", SLICE, "-n", "2",
+                           "--output", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 workers" in proc.stdout
+    assert "2 workers" in proc.stdout and "controller imported: []" in proc.stdout, proc.stdout[-2000:]
+    assert "environment: " in proc.stdout and "oneDNN" in proc.stdout
     assert _comparable(tmp_path / "results.json") == _comparable(serial)
 
 

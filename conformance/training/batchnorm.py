@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..comparison import _move_channels
 from ..families.norm import keras_momentum
@@ -85,6 +84,7 @@ def batch_norm_training(family: str = "batch_norm2d", num_features: int = 5, inp
     n/(n-1). ``keras_momentum_override`` plants a wrong momentum (for meta-tests).
     """
     import keras
+    import torch
     input_shape = tuple(input_shape)
     torch_model, keras_model = _pair(family, num_features, input_shape, momentum, eps, correction,
                                      keras_momentum_override, seed)

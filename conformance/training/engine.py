@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..comparison import _move_channels
 from .results import TensorError, tensor_error
@@ -37,6 +36,7 @@ class Models:
 
 def batches(models: Models, steps: int, batch: int, seed: int) -> list[Batch]:
     """``steps`` seeded batches: inputs uniform in [-1, 1]; labels, or targets shaped like the output."""
+    import torch
     rng = np.random.default_rng(seed)
     xs = [rng.uniform(-1, 1, (batch, *models.input_shape)).astype(np.float32) for _ in range(steps)]
     if models.loss == "cross_entropy":
@@ -50,6 +50,7 @@ def batches(models: Models, steps: int, batch: int, seed: int) -> list[Batch]:
 
 def train_torch(models: Models, optimizer: Any, data: Sequence[Batch]) -> None:
     """One optimizer step per batch, in training mode (BatchNorm on batch statistics)."""
+    import torch
     loss_fn = torch.nn.CrossEntropyLoss() if models.loss == "cross_entropy" else torch.nn.MSELoss()
     models.torch.train()
     for x, y in data:

@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import CaseError
 from .batchnorm import RUNNING_VAR, batch_norm_training
@@ -64,6 +63,7 @@ def build_models(model: str, source: str, seed: int, correction: bool = False) -
     """The model in both frameworks, each framework's default initialisation seeded in ``source``,
     and its weights converted into the other with ``transfer_weights``."""
     import keras
+    import torch
 
     from ..pair import build_pair
     from ..transfer import transfer_weights
@@ -95,6 +95,7 @@ def build_models(model: str, source: str, seed: int, correction: bool = False) -
 
 def torch_optimizer(kind: str, parameters: Any, **hyper: Any) -> Any:
     """``sgd``, ``adam`` or ``adamw`` with torch's own defaults for whatever ``hyper`` leaves out."""
+    import torch
     classes = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if kind not in classes:
         raise ValueError(f"optimizer must be one of {', '.join(classes)}, got {kind!r}")
