@@ -183,6 +183,8 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
     trail: dict[int, list[tuple[Any, ...]]] = {}   # id(tensor) -> weightless ops since its node
     keep: list[Any] = []                 # tensors stay alive, so their ids are not reused during the trace
     inside = [0]
+    own = [False]                        # our hooks' own tensor calls (shapes, sizes): not the model's, not recorded
+    weights_of = {id(m): sum(p.numel() for p in m.parameters() if p.is_floating_point()) for m in units}
 
     def direct(func: Any, args: Any, kwargs: Any) -> Any:
         return func(*args, **kwargs)
@@ -210,6 +212,8 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
 
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if own[0]:
+                return func(*args, **(kwargs or {}))
             result = run[0](func, args, kwargs or {})
             if inside[0] == 0:
                 live = [t for t in tensors_in(list(args) + list((kwargs or {}).values())) if node_of(t) is not None]
@@ -223,17 +227,24 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
             return result
 
     def before(module: Any, args: Any, kwargs: Any) -> None:
-        live = [t for t in tensors_in(list(args) + list(kwargs.values())) if node_of(t) is not None]
-        module._conformance_preds = ([node_of(t) for t in live], list(trail.get(id(live[0]), [])) if live else [],
-                                     tuple(live[0].shape[1:]) if live else None,
-                                     live[0].numel() / max(tensors[0].numel(), 1) if live else None)
+        own[0] = True
+        try:
+            live = [t for t in tensors_in(list(args) + list(kwargs.values())) if node_of(t) is not None]
+            module._conformance_preds = ([node_of(t) for t in live], list(trail.get(id(live[0]), [])) if live else [],
+                                         tuple(live[0].shape[1:]) if live else None,
+                                         live[0].numel() / max(tensors[0].numel(), 1) if live else None)
+        finally:
+            own[0] = False
         inside[0] += 1
 
     def after(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         inside[0] -= 1
-        weights = sum(p.numel() for p in module.parameters() if p.is_floating_point())
         preds, pre, shape, ratio = module._conformance_preds
-        mark(output, graph.add(Node("unit", preds, module, weights, pre, shape, ratio)))
+        own[0] = True
+        try:
+            mark(output, graph.add(Node("unit", preds, module, weights_of[id(module)], pre, shape, ratio)))
+        finally:
+            own[0] = False
         del module._conformance_preds
 
     def trace(inputs: Sequence[Any], call: Any) -> Any:
