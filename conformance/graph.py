@@ -226,25 +226,27 @@ def torch_graph(model: Any, units: Sequence[Any], example_inputs: Sequence[Any])
                 mark(result, node, ops)
             return result
 
-    def before(module: Any, args: Any, kwargs: Any) -> None:
+    @contextmanager
+    def untraced() -> Iterator[None]:
         own[0] = True
         try:
+            yield
+        finally:
+            own[0] = False
+
+    def before(module: Any, args: Any, kwargs: Any) -> None:
+        with untraced():
             live = [t for t in tensors_in(list(args) + list(kwargs.values())) if node_of(t) is not None]
             module._conformance_preds = ([node_of(t) for t in live], list(trail.get(id(live[0]), [])) if live else [],
                                          tuple(live[0].shape[1:]) if live else None,
                                          live[0].numel() / max(tensors[0].numel(), 1) if live else None)
-        finally:
-            own[0] = False
         inside[0] += 1
 
     def after(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         inside[0] -= 1
         preds, pre, shape, ratio = module._conformance_preds
-        own[0] = True
-        try:
+        with untraced():
             mark(output, graph.add(Node("unit", preds, module, weights_of[id(module)], pre, shape, ratio)))
-        finally:
-            own[0] = False
         del module._conformance_preds
 
     def trace(inputs: Sequence[Any], call: Any) -> Any:

@@ -74,13 +74,7 @@ def environment(torch_device: str = "cpu", converter: str = "transfer_weights") 
     from .converters import get
     env["facts"]["converter"] = get(converter).fact()   # the converter under test: merge makes it a column
     env["git_revision"] = git_revision()
-    env["command"] = _command()
     return env
-
-
-def _command() -> str:
-    """This process's command line: in an xdist run the controller's, which is what the user typed."""
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def summarise(cases: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -95,9 +89,10 @@ def build(case_results: Sequence[dict[str, Any]], divergences: Sequence[dict[str
           errors: Sequence[dict[str, Any]] = (), torch_device: str = "cpu",
           converter: str = "transfer_weights", measured: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results document. ``measured`` is the environment as the processes that ran the cases saw it
-    (xdist workers send theirs); without it this process measures its own."""
+    (xdist workers send theirs); without it this process measures its own. The command line is always
+    this process's: in an xdist run the controller's, which is what the user typed."""
     env = environment(torch_device, converter) if measured is None else dict(measured)
-    env["command"] = _command()
+    env["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
