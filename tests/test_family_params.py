@@ -36,3 +36,148 @@ def test_flatten_linear_refuses_maps_it_cannot_build() -> None:
     with pytest.raises(CaseError, match="too small for kernel 3"):
         family.normalise({**base, "input_shape": [3, 2, 5]})
     assert family.normalise({**base, "input_shape": [3, 3, 5]})["merge"] == "none"
+
+
+# ---- batch_norm1d/2d/3d (conformance/families/norm.py)
+
+
+def test_batch_norm_defaults_and_bounds() -> None:
+    family = get_family("batch_norm2d")
+    assert family.normalise({"num_features": 1, "input_shape": [1, 2, 2]}) == {
+        "num_features": 1, "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True,
+        "input_shape": (1, 2, 2)}
+    base = {"num_features": 1, "input_shape": [1, 2, 2]}
+    for field, value, message in (("num_features", 0, "must be >= 1, got 0"), ("eps", 0.0, "must be > 0.0"),
+                                  ("momentum", -0.1, "must be >= 0.0"),
+                                  ("track_running_stats", False, "expected one of \\[True\\]")):
+        with pytest.raises(CaseError, match=message) as caught:
+            family.normalise({**base, field: value})
+        assert caught.value.field == field
+    assert family.normalise({**base, "momentum": 0.0, "eps": 1e-12})["momentum"] == 0.0
+
+
+@pytest.mark.parametrize(("name", "good", "bad", "layouts"), [
+    ("batch_norm1d", ([3], [3, 5]), [3, 4, 5], "\\(C\\) or \\(C, L\\) per sample, rank 1 or 2; got rank 3"),
+    ("batch_norm2d", ([3, 4, 5],), [3, 4], "\\(C, H, W\\) per sample, rank 3; got rank 2"),
+    ("batch_norm3d", ([3, 2, 4, 5],), [3, 4, 5], "\\(C, D, H, W\\) per sample, rank 4; got rank 3"),
+])
+def test_batch_norm_takes_only_its_own_rank(name: str, good: tuple[list[int], ...], bad: list[int],
+                                            layouts: str) -> None:
+    family = get_family(name)
+    for shape in good:
+        assert family.normalise({"num_features": 3, "input_shape": shape})["input_shape"] == tuple(shape)
+    with pytest.raises(CaseError, match=layouts) as caught:
+        family.normalise({"num_features": 3, "input_shape": bad})
+    assert caught.value.field == "input_shape"
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_batch_norm_channels_must_be_num_features(channels: int) -> None:
+    with pytest.raises(CaseError, match=f"has {channels} channels but num_features is 3") as caught:
+        get_family("batch_norm2d").normalise({"num_features": 3, "input_shape": [channels, 4, 4]})
+    assert caught.value.field == "input_shape"
+
+
+def test_keras_momentum_is_one_minus_torchs_and_refuses_what_keras_cannot_do() -> None:
+    from conformance.families.norm import keras_momentum
+    assert [keras_momentum(m) for m in (0.0, 0.1, 0.25, 1.0)] == [1.0, 0.9, 0.75, 0.0]
+    with pytest.raises(ValueError, match="momentum=None .* has no Keras"):
+        keras_momentum(None)
+    for outside in (-0.01, 1.01):
+        with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+            keras_momentum(outside)
+
+
+# ---- conv1d/2d/3d (conformance/families/conv.py)
+
+CONV = {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "input_shape": [2, 5, 5]}
+
+
+def test_conv_defaults_and_bounds() -> None:
+    family = get_family("conv2d")
+    assert family.normalise(CONV) == {
+        "in_channels": 2, "out_channels": 4, "kernel_size": (3, 3), "stride": (1, 1), "padding": (0, 0),
+        "dilation": (1, 1), "groups": 1, "bias": True, "padding_mode": "zeros", "input_shape": (2, 5, 5)}
+    for field in ("in_channels", "out_channels", "kernel_size", "stride", "dilation", "groups"):
+        with pytest.raises(CaseError, match="must be >= 1, got 0") as caught:
+            family.normalise({**CONV, field: 0})
+        assert caught.value.field == field
+    assert family.normalise({**CONV, "padding": 0})["padding"] == (0, 0)
+    with pytest.raises(CaseError, match="must be >= 0, got -1"):
+        family.normalise({**CONV, "padding": -1})
+    with pytest.raises(CaseError, match="expected one of \\['zeros'\\]") as caught:
+        family.normalise({**CONV, "padding_mode": "reflect"})
+    assert caught.value.field == "padding_mode"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_conv_channels_must_be_in_channels(channels: int) -> None:
+    with pytest.raises(CaseError, match=f"has {channels} channels but in_channels is 2") as caught:
+        get_family("conv2d").normalise({**CONV, "input_shape": [channels, 5, 5]})
+    assert caught.value.field == "input_shape"
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "groups", "fits"), [
+    (4, 8, 4, True), (4, 8, 2, True), (4, 6, 4, False), (6, 4, 4, False), (4, 6, 3, False)])
+def test_conv_groups_must_divide_both_channel_counts(in_channels: int, out_channels: int, groups: int,
+                                                    fits: bool) -> None:
+    raw = {**CONV, "in_channels": in_channels, "out_channels": out_channels, "groups": groups,
+           "input_shape": [in_channels, 5, 5]}
+    if fits:
+        assert get_family("conv2d").normalise(raw)["groups"] == groups
+        return
+    with pytest.raises(CaseError, match=f"groups={groups} must divide in_channels={in_channels} and "
+                                        f"out_channels={out_channels}") as caught:
+        get_family("conv2d").normalise(raw)
+    assert caught.value.field == "groups"
+
+
+def test_conv_same_padding_only_at_stride_one() -> None:
+    family = get_family("conv2d")
+    assert family.normalise({**CONV, "padding": "same"})["padding"] == "same"
+    assert family.normalise({**CONV, "padding": "same", "input_shape": [2, 1, 1]})["padding"] == "same"
+    for stride in ((2, 1), (1, 2)):
+        with pytest.raises(CaseError, match="padding='same' with stride > 1") as caught:
+            family.normalise({**CONV, "padding": "same", "stride": list(stride)})
+        assert caught.value.field == "padding"
+    assert family.normalise({**CONV, "padding": "valid", "stride": 2})["padding"] == "valid"
+
+
+@pytest.mark.parametrize(("spatial", "kernel", "stride", "pad", "dilation", "fits"), [
+    (3, 3, 1, 0, 1, True), (2, 3, 1, 0, 1, False),          # output length 1, then 0
+    (1, 3, 1, 1, 1, True), (1, 3, 1, 0, 1, False),          # one pixel each side makes room
+    (5, 3, 1, 0, 2, True), (4, 3, 1, 0, 2, False),          # dilation 2: the kernel spans 5
+    (3, 3, 5, 0, 1, True),                                  # a stride never empties the output
+])
+def test_conv_spatial_size_must_fit_the_kernel(spatial: int, kernel: int, stride: int, pad: int,
+                                               dilation: int, fits: bool) -> None:
+    raw = {**CONV, "kernel_size": kernel, "stride": stride, "padding": pad, "dilation": dilation,
+           "input_shape": [2, 6, spatial]}
+    family = get_family("conv2d")
+    if fits:
+        assert family.normalise(raw)["input_shape"] == (2, 6, spatial)
+        return
+    with pytest.raises(CaseError, match=f"spatial size {spatial} is too small for kernel {kernel} with "
+                                        f"dilation {dilation} and padding {pad}") as caught:
+        family.normalise(raw)
+    assert caught.value.field == "input_shape"
+
+
+def test_conv_output_length_is_torchs_formula() -> None:
+    from conformance.families.conv import conv_output_length
+    # floor((L + total padding - dilation * (k - 1) - 1) / stride) + 1, as torch.nn.Conv2d documents
+    assert conv_output_length(10, 3, 2, 2, 1) == 5
+    assert conv_output_length(11, 3, 2, 2, 1) == 6
+    assert conv_output_length(9, 3, 1, 0, 3) == 3
+    assert conv_output_length(7, 1, 3, 0, 1) == 3
+
+
+@pytest.mark.parametrize(("name", "shape"), [("conv1d", [2, 5]), ("conv3d", [2, 5, 5, 5])])
+def test_conv_rank_follows_the_family(name: str, shape: list[int]) -> None:
+    family = get_family(name)
+    n = len(shape) - 1
+    params = family.normalise({**CONV, "input_shape": shape})
+    assert params["kernel_size"] == (3,) * n and params["stride"] == (1,) * n and params["padding"] == (0,) * n
+    with pytest.raises(CaseError, match="expected rank") as caught:
+        family.normalise({**CONV, "input_shape": [2, 5, 5]})
+    assert caught.value.field == "input_shape"

@@ -21,8 +21,9 @@ def _check(n: int) -> Any:
         rank = len(p["input_shape"])
         allowed = {1: (1, 2), 2: (3,), 3: (4,)}[n]
         if rank not in allowed:
-            raise invalid("input_shape", f"BatchNorm{n}d takes (C{', L' if n == 1 else ''}) per sample "
-                          f"for rank {' or '.join(map(str, allowed))}, got rank {rank}")
+            layouts = {1: "(C) or (C, L)", 2: "(C, H, W)", 3: "(C, D, H, W)"}[n]
+            raise invalid("input_shape", f"BatchNorm{n}d takes {layouts} per sample, "
+                          f"rank {' or '.join(map(str, allowed))}; got rank {rank}")
         if p["input_shape"][0] != p["num_features"]:
             raise invalid("input_shape", f"has {p['input_shape'][0]} channels but num_features is "
                                          f"{p['num_features']}")
