@@ -181,3 +181,31 @@ def test_conv_rank_follows_the_family(name: str, shape: list[int]) -> None:
     with pytest.raises(CaseError, match="expected rank") as caught:
         family.normalise({**CONV, "input_shape": [2, 5, 5]})
     assert caught.value.field == "input_shape"
+
+
+@pytest.mark.parametrize(("name", "in_channels", "groups", "kernel"), [
+    ("conv1d", 6, 1, [5]), ("conv2d", 4, 2, [3, 2]), ("conv2d", 8, 8, [3, 3]), ("conv3d", 3, 1, [2, 3, 1])])
+def test_conv_tolerance_counts_the_terms_of_one_output(name: str, in_channels: int, groups: int,
+                                                       kernel: list[int]) -> None:
+    """One output element sums (in_channels / groups) * prod(kernel) products: the torch weight's size per
+    output channel. The allowance grows with its square root and no faster (Tolerance.reduction)."""
+    n = len(kernel)
+    p = get_family(name).normalise({"in_channels": in_channels, "out_channels": 2 * in_channels,
+                                    "kernel_size": kernel, "groups": groups,
+                                    "input_shape": [in_channels] + [6] * n})
+    terms = in_channels // groups
+    for k in kernel:
+        terms *= k
+    tolerance = get_family(name).tolerance(p)
+    assert tolerance.atol == pytest.approx(1e-5 * terms ** 0.5, rel=1e-12)
+    assert tolerance.rtol == 1e-4
+    assert f"reduction over {terms} terms" in tolerance.reason
+
+
+def test_batch_norm_tolerance_is_one_rounding_per_element() -> None:
+    """Inference BatchNorm is an affine map per element (no sum over the input): torch.testing's float32 atol,
+    and an rtol for the (x - mean) / sqrt(var + eps) rounding, whatever the shape."""
+    for name, shape in (("batch_norm1d", [3]), ("batch_norm2d", [3, 8, 8]), ("batch_norm3d", [3, 2, 2, 2])):
+        family = get_family(name)
+        tolerance = family.tolerance(family.normalise({"num_features": 3, "input_shape": shape}))
+        assert (tolerance.atol, tolerance.rtol) == (1e-5, 1e-4)

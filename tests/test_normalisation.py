@@ -270,3 +270,27 @@ def test_random_norm_configurations_conform(config: tuple[str, dict[str, Any]]) 
         result = run_case(case, direction)
         assume(not recorded_refusal(family, result))   # Keras's torch backend: recorded in cases/layer_norm.toml
         assert result.outcome == "passed", result.explain()
+
+
+@pytest.mark.parametrize("name, shape", [("batch_norm1d", (4, 9)), ("batch_norm2d", (4, 6, 7)),
+                                         ("batch_norm3d", (4, 3, 4, 5))])
+def test_batch_norm_tolerance_sees_a_thousandth_off_in_one_channels_variance(name: str, shape: tuple[int, ...]
+                                                                              ) -> None:
+    """The family's own tolerance, not compare's default, must catch a modest error: one channel's moving
+    variance off by 0.1% moves that channel's outputs by about 0.05% of their size, far above a float32
+    rounding of the affine map and far below anything a loosened tolerance would notice."""
+    family = get_family(name)
+    params = family.normalise({"num_features": 4, "input_shape": list(shape)})
+    pair = conformance.build_pair(name, num_features=4, input_shape=shape)
+    randomize_torch(pair.torch, 3)
+    conformance.transfer_weights(pair.torch, pair.keras)
+    x = np.random.default_rng(4).uniform(-2, 2, (3, *shape)).astype(np.float32)
+    tolerance = family.tolerance(params)
+    assert conformance.compare(pair.torch, pair.keras, x, tolerance=tolerance).passed
+    variance = next(v for v in pair.keras.weights if "moving_variance" in v.path)
+    values = keras.ops.convert_to_numpy(variance).copy()
+    values[1] *= 1.001
+    variance.assign(values)
+    result = conformance.compare(pair.torch, pair.keras, x, tolerance=tolerance)
+    assert not result.passed and result.headroom is not None and result.headroom > 2, result.summary()
+    assert result.worst_index is not None and result.worst_index[1] == 1, "the worst element is in channel 1"
