@@ -146,6 +146,7 @@ def test_conv_same_padding_only_at_stride_one() -> None:
 @pytest.mark.parametrize(("spatial", "kernel", "stride", "pad", "dilation", "fits"), [
     (3, 3, 1, 0, 1, True), (2, 3, 1, 0, 1, False),          # output length 1, then 0
     (1, 3, 1, 1, 1, True), (1, 3, 1, 0, 1, False),          # one pixel each side makes room
+    (1, 4, 1, 1, 1, False),                                 # but not for a kernel of 4
     (5, 3, 1, 0, 2, True), (4, 3, 1, 0, 2, False),          # dilation 2: the kernel spans 5
     (3, 3, 5, 0, 1, True),                                  # a stride never empties the output
 ])

@@ -71,14 +71,37 @@ def test_same_padding_resolved_on_an_odd_input_agrees() -> None:
     assert conformance.compare(net, model, x).passed
 
 
-def test_dilation_and_groups() -> None:
-    net = nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2, padding=2)).eval()
-    model = keras.Sequential([keras.Input((9, 9, 4)), L.Conv2D(4, 3, padding="same")])
-    _refused(net, model, "build the Keras layer with dilation_rate=(2, 2)", "set the torch layer's dilation=(1, 1)")
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=2)).eval()
-    model = keras.Sequential([keras.Input((9, 9, 4)), L.Conv2D(4, 3, padding="same", groups=1)])
-    with pytest.raises(ConversionError, match=r"groups 2 vs groups 1|do not fit"):
-        conformance.transfer_weights(grouped, model)
+def _keras_conv_on(size: int, layer: Any) -> Any:
+    return keras.Sequential([keras.Input((size, size, 4)), layer])
+
+
+@pytest.mark.parametrize("torch_dilation, keras_dilation", [(2, 1), (1, 2)])
+def test_dilation_differs_either_way(torch_dilation: int, keras_dilation: int) -> None:
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, dilation=torch_dilation, padding=torch_dilation)).eval()
+    model = _keras_conv_on(9, L.Conv2D(4, 3, padding="same", dilation_rate=keras_dilation))
+    _refused(net, model, f"build the Keras layer with dilation_rate={(torch_dilation,) * 2}",
+             f"set the torch layer's dilation={(keras_dilation,) * 2}")
+    depthwise = nn.Sequential(nn.Conv2d(4, 4, 3, dilation=torch_dilation, padding=torch_dilation, groups=4)).eval()
+    model = _keras_conv_on(9, L.DepthwiseConv2D(3, padding="same", dilation_rate=keras_dilation))
+    _refused(depthwise, model, f"build the Keras layer with dilation_rate={(torch_dilation,) * 2}",
+             f"set the torch layer's dilation={(keras_dilation,) * 2}")
+
+
+@pytest.mark.parametrize("torch_groups, keras_groups", [(2, 1), (1, 2)])
+def test_groups_differ_either_way(torch_groups: int, keras_groups: int) -> None:
+    """Named as groups, before the kernels' shapes (which differ too) are compared."""
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=torch_groups)).eval()
+    model = _keras_conv_on(9, L.Conv2D(4, 3, padding="same", groups=keras_groups))
+    _refused(net, model, f"groups {torch_groups} vs groups {keras_groups}; build the Keras layer with "
+                         f"groups={torch_groups}", f"set the torch layer's groups={keras_groups}")
+
+
+@pytest.mark.parametrize("out_channels, multiplier", [(4, 2), (8, 1)])
+def test_depth_multiplier_differs_either_way(out_channels: int, multiplier: int) -> None:
+    net = nn.Sequential(nn.Conv2d(4, out_channels, 3, padding=1, groups=4)).eval()
+    model = _keras_conv_on(9, L.DepthwiseConv2D(3, padding="same", depth_multiplier=multiplier))
+    message = f"out_channels {out_channels} != in_channels 4 x depth_multiplier {multiplier}"
+    _refused(net, model, message, message)
 
 
 def test_a_fused_activation_pairs_only_with_the_activation() -> None:
