@@ -35,6 +35,7 @@ def test_dilation_with_a_stride_is_a_stride_one_conv_then_subsampling() -> None:
 
 @pytest.mark.parametrize(("in_channels", "out_channels", "groups", "expected"), [
     (4, 8, 4, "DepthwiseConv2D"),      # groups == in_channels > 1: depthwise, multiplier 2
+    (2, 2, 2, "DepthwiseConv2D"),      # the smallest depthwise: two channels, multiplier 1
     (1, 3, 1, "Conv2D"),               # groups == in_channels == 1 is a plain convolution
     (4, 4, 2, "Conv2D"),               # grouped, not depthwise
 ])

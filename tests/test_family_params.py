@@ -141,6 +141,9 @@ def test_conv_same_padding_only_at_stride_one() -> None:
             family.normalise({**CONV, "padding": "same", "stride": list(stride)})
         assert caught.value.field == "padding"
     assert family.normalise({**CONV, "padding": "valid", "stride": 2})["padding"] == "valid"
+    with pytest.raises(CaseError, match="spatial size 2 is too small for kernel 3 with dilation 1 and padding 0"):
+        family.normalise({**CONV, "padding": "valid", "input_shape": [2, 5, 2]})   # 'valid' pads nothing
+    assert family.normalise({**CONV, "padding": "valid", "input_shape": [2, 5, 3]})["input_shape"] == (2, 5, 3)
 
 
 @pytest.mark.parametrize(("spatial", "kernel", "stride", "pad", "dilation", "fits"), [

@@ -96,6 +96,14 @@ def test_groups_differ_either_way(torch_groups: int, keras_groups: int) -> None:
                          f"groups={torch_groups}", f"set the torch layer's groups={keras_groups}")
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_conv_with_fewer_groups_than_channels_is_not_depthwise(groups: int) -> None:
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=groups)).eval()
+    model = _keras_conv_on(9, L.DepthwiseConv2D(3, padding="same", depth_multiplier=2))
+    message = f"groups={groups} is not depthwise (in_channels=4)"
+    _refused(net, model, message, message)
+
+
 @pytest.mark.parametrize("out_channels, multiplier", [(4, 2), (8, 1)])
 def test_depth_multiplier_differs_either_way(out_channels: int, multiplier: int) -> None:
     net = nn.Sequential(nn.Conv2d(4, out_channels, 3, padding=1, groups=4)).eval()
