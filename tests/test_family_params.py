@@ -213,3 +213,74 @@ def test_batch_norm_tolerance_is_one_rounding_per_element() -> None:
         family = get_family(name)
         tolerance = family.tolerance(family.normalise({"num_features": 3, "input_shape": shape}))
         assert (tolerance.atol, tolerance.rtol) == (1e-5, 1e-4)
+
+
+# ---- max_pool / avg_pool 1d/2d/3d (conformance/families/pool.py)
+
+
+def test_pool_defaults_and_bounds() -> None:
+    assert get_family("max_pool2d").normalise({"kernel_size": 2, "input_shape": [1, 4, 4]}) == {
+        "kernel_size": (2, 2), "stride": None, "padding": (0, 0), "ceil_mode": False, "dilation": (1, 1),
+        "return_indices": False, "input_shape": (1, 4, 4)}
+    assert get_family("avg_pool1d").normalise({"kernel_size": 3, "input_shape": [1, 4]}) == {
+        "kernel_size": (3,), "stride": None, "padding": (0,), "ceil_mode": False, "count_include_pad": True,
+        "divisor_override": None, "input_shape": (1, 4)}
+    base = {"kernel_size": 2, "input_shape": [1, 6, 6]}
+    for family, field, value, message in (
+            ("max_pool2d", "kernel_size", 0, "must be >= 1, got 0"), ("max_pool2d", "stride", 0, "must be >= 1"),
+            ("max_pool2d", "dilation", 0, "must be >= 1"), ("avg_pool2d", "padding", -1, "must be >= 0"),
+            ("max_pool2d", "return_indices", True, "expected one of \\[False\\]"),
+            ("avg_pool2d", "divisor_override", 2, "expected one of \\[\\]")):
+        with pytest.raises(CaseError, match=message) as caught:
+            get_family(family).normalise({**base, field: value})
+        assert caught.value.field == field
+    assert get_family("avg_pool2d").normalise({**base, "padding": 1, "stride": "none"})["stride"] is None
+
+
+@pytest.mark.parametrize("family", ["max_pool2d", "avg_pool2d"])
+def test_pool_padding_at_most_half_the_kernel(family: str) -> None:
+    ok = get_family(family).normalise({"kernel_size": [4, 3], "padding": [2, 1], "input_shape": [1, 6, 6]})
+    assert ok["padding"] == (2, 1)
+    with pytest.raises(CaseError, match="padding 2 is more than half the kernel size 3") as caught:
+        get_family(family).normalise({"kernel_size": [4, 3], "padding": [2, 2], "input_shape": [1, 6, 6]})
+    assert caught.value.field == "padding"
+
+
+def test_avg_pool3d_refuses_an_input_smaller_than_the_kernel_and_the_others_need_only_an_output() -> None:
+    with pytest.raises(CaseError, match="AvgPool3d refuses an input smaller than the kernel") as caught:
+        get_family("avg_pool3d").normalise({"kernel_size": [2, 3, 2], "padding": 1, "input_shape": [1, 4, 2, 4]})
+    assert caught.value.field == "input_shape"
+    fits = get_family("avg_pool3d").normalise({"kernel_size": 2, "input_shape": [1, 2, 2, 2]})
+    assert fits["kernel_size"] == (2, 2, 2)
+    # max pooling in 3-D and average pooling in 2-D only need a non-empty output: the padding makes room
+    assert get_family("max_pool3d").normalise({"kernel_size": 3, "padding": 1, "input_shape": [1, 2, 2, 2]})
+    assert get_family("avg_pool2d").normalise({"kernel_size": 3, "padding": 1, "input_shape": [1, 2, 2]})
+
+
+@pytest.mark.parametrize(("family", "raw", "fits"), [
+    ("max_pool1d", {"kernel_size": 3, "input_shape": [1, 3]}, True),
+    ("max_pool1d", {"kernel_size": 3, "input_shape": [1, 2]}, False),
+    ("max_pool1d", {"kernel_size": 3, "dilation": 2, "input_shape": [1, 4]}, False),   # the window spans 5
+    ("max_pool1d", {"kernel_size": 3, "dilation": 2, "padding": 1, "input_shape": [1, 4]}, True),
+    ("avg_pool1d", {"kernel_size": 2, "padding": 1, "input_shape": [1, 1]}, True),
+])
+def test_pool_output_must_not_be_empty(family: str, raw: dict[str, object], fits: bool) -> None:
+    if fits:
+        assert get_family(family).normalise(raw)
+        return
+    with pytest.raises(CaseError, match="gives an empty output \\[0\\] for kernel \\[3\\]") as caught:
+        get_family(family).normalise(raw)
+    assert caught.value.field == "input_shape"
+
+
+def test_pool_output_length_against_hand_worked_values() -> None:
+    """torch's pooling_output_shape: floor or ceil of (L + 2p - d(k-1) - 1) / s, plus 1; with ceil_mode the
+    last window must start inside the input or the left padding, else it is dropped."""
+    from conformance.families.pool import pool_output_length
+    assert pool_output_length(10, 3, 2, 0, 1, False) == 4
+    assert pool_output_length(10, 3, 2, 0, 1, True) == 5
+    assert pool_output_length(11, 3, 2, 1, 1, False) == 6
+    assert pool_output_length(11, 3, 2, 1, 1, True) == 6
+    # (5 + 2 - 2 + 1) // 2 + 1 = 4 windows, but the 4th would start at 6 >= 5 + 1: past the input and left pad
+    assert pool_output_length(5, 2, 2, 1, 1, True) == 3
+    assert pool_output_length(9, 3, 3, 0, 2, False) == 2
