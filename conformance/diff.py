@@ -12,8 +12,14 @@
   a case is flagged only once its error exceeds 1% of the allowed error and 10x the baseline.
 - ``stale_divergences``: ``xpass`` in the candidate but not in the baseline: a recorded
   divergence or refusal that stopped happening, so its record must be removed or narrowed.
+- ``tolerance_loosened``: the candidate judged a case by a larger atol or rtol than the baseline
+  did, for the same stated reason. Every other regression is measured against the tolerance, so a
+  looser one hides them all; mutation testing found that a family's tolerance loosened 1e5-fold
+  failed no test and no case. A tolerance whose reason changed too (a train case judged by its
+  gradients in one run and by its forward pass in the other, a reduction over another number of
+  terms) is a different rule, not a loosened one, and is not compared.
 
-All four are regressions: the CLI exits 1 when any is non-empty. Reported for information only:
+All five are regressions: the CLI exits 1 when any is non-empty. Reported for information only:
 ``fixed`` (failed or error in the baseline, passed now) and ``stale_in_both`` (``xpass`` in both
 runs: the record was already stale when the baseline was made, so nothing changed).
 
@@ -64,6 +70,7 @@ class Diff:
     missing: list[Change] = field(default_factory=list)
     headroom_grew: list[Change] = field(default_factory=list)
     stale_divergences: list[Change] = field(default_factory=list)
+    tolerance_loosened: list[Change] = field(default_factory=list)
     fixed: list[Change] = field(default_factory=list)
     stale_in_both: list[Change] = field(default_factory=list)
     headroom_info: list[Change] = field(default_factory=list)   # growth across environments that differ
@@ -73,13 +80,15 @@ class Diff:
     compared: int = 0
 
     SECTIONS = (("newly_failing", "newly failing"), ("missing", "missing from the candidate"),
-                ("headroom_grew", "headroom grew"), ("stale_divergences", "stale records (xpass)"))
+                ("headroom_grew", "headroom grew"), ("stale_divergences", "stale records (xpass)"),
+                ("tolerance_loosened", "tolerance loosened"))
     INFORMATION = (("fixed", "fixed"), ("stale_in_both", "stale in both runs (update the record)"),
                    ("headroom_info", "headroom grew across different kernels"))
 
     @property
     def regressions(self) -> list[Change]:
-        return self.newly_failing + self.missing + self.headroom_grew + self.stale_divergences
+        return (self.newly_failing + self.missing + self.headroom_grew + self.stale_divergences
+                + self.tolerance_loosened)
 
     def __bool__(self) -> bool:
         return bool(self.regressions)
@@ -169,6 +178,10 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
             stale = result.stale_in_both if old is not None and old["outcome"] == "xpass" else \
                 result.stale_divergences
             stale.append(Change(*key, family, was, "xpass", why))
+        if old is not None:
+            loosened = _loosened(old.get("tolerance"), new.get("tolerance"))
+            if loosened:
+                result.tolerance_loosened.append(Change(*key, family, *loosened))
         if old is not None and old["outcome"] == new["outcome"] == "passed":
             h_old, h_new = old.get("headroom"), new.get("headroom")
             if isinstance(h_old, int | float) and isinstance(h_new, int | float):
@@ -187,6 +200,23 @@ def diff(baseline: dict[str, Any], candidate: dict[str, Any], headroom_factor: f
                                          "in the baseline but not in the candidate run (deleted, renamed "
                                          "or not selected)"))
     return result
+
+
+def _loosened(old: Any, new: Any) -> tuple[str, str, str] | None:
+    """(before, after, why) when ``new`` allows more than ``old`` for the same reason, else None."""
+    if not isinstance(old, dict) or not isinstance(new, dict) or old.get("reason") != new.get("reason"):
+        return None
+    bounds = ("atol", "rtol")
+    if not all(isinstance(t.get(b), int | float) for t in (old, new) for b in bounds):
+        return None
+    looser = [b for b in bounds if new[b] > old[b] * (1 + 1e-9)]
+    if not looser:
+        return None
+    state = "atol {}, rtol {}".format
+    why = (" and ".join(f"{b} x{new[b] / old[b]:.3g}" if old[b] else f"{b} from 0" for b in looser)
+           + f" for the same reason ({old.get('reason') or 'none given'}): a looser tolerance hides every other "
+           "regression; if the change is deliberate, make a new baseline")
+    return state(_num(old["atol"]), _num(old["rtol"])), state(_num(new["atol"]), _num(new["rtol"])), why
 
 
 def scoped_differences(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[str]:

@@ -224,6 +224,7 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
               ("missing", "missing from this run", "bad"),
               ("stale_divergences", "xpass: a recorded divergence or refusal no longer happens", "warn"),
               ("headroom_grew", f"headroom grew over {changes.headroom_factor:g}× (error grew)", "warn"),
+              ("tolerance_loosened", "tolerance loosened for the same reason (hides other regressions)", "bad"),
               ("fixed", "fixed", "good"),
               ("stale_in_both", "xpass in both runs: the record was already stale (not a regression)", "warn"),
               ("headroom_info", "headroom grew across different kernels (for information)", "good")]
@@ -243,7 +244,8 @@ def _regressions(changes: Any, baseline: dict[str, Any] | None) -> str:
     count = len(changes.regressions)
     head = (f"<h2>{count} regression{'s' if count != 1 else ''} against the baseline</h2>" if count
             else "<h2>no regressions against the baseline</h2>")
-    tone = "bad" if changes.newly_failing or changes.missing else ("warn" if count else "good")
+    tone = ("bad" if changes.newly_failing or changes.missing or changes.tolerance_loosened
+            else ("warn" if count else "good"))
     return f"<section id='regressions' class='{tone}'>{head}<p class='meta'>{ident}</p>{env_line}" \
            f"{''.join(blocks)}</section>"
 

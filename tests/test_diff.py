@@ -163,3 +163,55 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "nope.json: cannot read" in proc.stderr
+
+
+def _loosen(document: dict[str, Any], family: str, **bounds: float) -> tuple[dict[str, Any], tuple[str, str]]:
+    candidate = copy.deepcopy(document)
+    case = _find(candidate, family)
+    case["tolerance"].update(bounds)
+    return candidate, (case["id"], case["direction"])
+
+
+@pytest.mark.parametrize("bounds", [{"atol": 1.0}, {"rtol": 0.5}])
+def test_a_tolerance_loosened_for_the_same_reason_is_a_regression(baseline: dict[str, Any],
+                                                                  bounds: dict[str, float]) -> None:
+    """Every other check is measured against the tolerance: a looser one (a family's tolerance loosened in the
+    suite, or by a case file) hides them all, even where the case still passes with the same numbers."""
+    candidate, key = _loosen(baseline, "linear", **bounds)
+    changes = diff(baseline, candidate)
+    assert _keys(changes.tolerance_loosened) == {key} and changes.regressions
+    change = changes.tolerance_loosened[0]
+    name = next(iter(bounds))
+    assert f"{name} x" in change.why and "for the same reason (reduction over" in change.why
+    assert change.after.startswith("atol ") and change.before != change.after
+    assert "tolerance loosened (1):" in changes.format()
+    assert diff(baseline, candidate).to_json()["tolerance_loosened"][0]["id"] == key[0]
+
+
+def test_a_tighter_tolerance_or_a_different_rule_is_not_loosened(baseline: dict[str, Any]) -> None:
+    tighter, _ = _loosen(baseline, "linear", atol=1e-9)
+    assert not diff(baseline, tighter)
+    other_rule, key = _loosen(baseline, "linear", atol=1.0)
+    _find(other_rule, "linear")["tolerance"]["reason"] = "gradients: reduction over 9 loss terms"
+    assert not diff(baseline, other_rule).tolerance_loosened
+
+
+def test_an_exact_comparison_given_any_allowance_is_loosened(baseline: dict[str, Any]) -> None:
+    exact = copy.deepcopy(baseline)
+    _find(exact, "relu")["tolerance"].update(atol=0.0, rtol=0.0)
+    allowing, key = _loosen(exact, "relu", atol=1e-7)
+    changes = diff(exact, allowing)
+    assert _keys(changes.tolerance_loosened) == {key}
+    assert changes.tolerance_loosened[0].why.startswith("atol from 0 for the same reason")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(baseline: dict[str, Any], tmp_path: Path) -> None:
+    """`conformance diff A B | head`: the pipe closes before the report is written."""
+    path = _write(tmp_path, "base.json", baseline)
+    process = subprocess.Popen([*CONFORMANCE, "diff", path, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert process.stdout is not None
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 141, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr, stderr.decode()
