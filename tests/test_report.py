@@ -238,3 +238,15 @@ def test_a_converters_refused_outcome_gets_its_filter_only_where_it_occurs(basel
     declined.update(outcome="refused", message="the converter declined: planted")
     page = render(peer)
     assert "value='refused'" in page and "<i class='c o-refused'>" in page
+
+
+def test_a_loosened_tolerance_heads_the_report_as_bad(baseline: dict[str, Any]) -> None:
+    candidate = copy.deepcopy(baseline)
+    case = next(c for c in candidate["cases"] if c["family"] == "linear")
+    case["tolerance"]["atol"] *= 1e5
+    page = render(candidate, baseline=baseline)
+    start = page.index("<section id='regressions'")
+    panel = page[start:page.index("</section>", start)]
+    assert panel.startswith("<section id='regressions' class='bad'>")
+    assert "1 regression against the baseline" in panel
+    assert "1 tolerance loosened for the same reason" in panel and html.escape(case["id"]) in panel
