@@ -284,3 +284,22 @@ def test_pool_output_length_against_hand_worked_values() -> None:
     # (5 + 2 - 2 + 1) // 2 + 1 = 4 windows, but the 4th would start at 6 >= 5 + 1: past the input and left pad
     assert pool_output_length(5, 2, 2, 1, 1, True) == 3
     assert pool_output_length(9, 3, 3, 0, 2, False) == 2
+
+
+def test_max_pool_inputs_keep_both_signs_away_from_padded_borders() -> None:
+    """Only the borders that padding can reach are made negative; elsewhere the values stay uniform in [-1, 1],
+    so the maximum of a window is decided by its data (constant data would let any window pass)."""
+    import numpy as np
+
+    from conformance.families.pool import max_pool_inputs
+    family = get_family("max_pool2d")
+    p = family.normalise({"kernel_size": 3, "stride": 2, "padding": 1, "input_shape": [2, 16, 16]})
+    (x,) = max_pool_inputs(p, np.random.default_rng(0), 3)
+    assert x.shape == (3, 2, 16, 16) and x.dtype == np.float32
+    interior = x[:, :, 3:-3, 3:-3]
+    assert interior.min() < -0.9 and interior.max() > 0.9
+    assert len(np.unique(interior)) == interior.size, "every value drawn, none repeated"
+    assert (x[:, :, :3, :] < 0).all() and (x[:, :, :, -3:] < 0).all()
+    unpadded = family.normalise({"kernel_size": 3, "input_shape": [2, 9, 9]})
+    (y,) = max_pool_inputs(unpadded, np.random.default_rng(0), 3)
+    assert (y > 0).mean() == pytest.approx(0.5, abs=0.1), "no padding, nothing made negative"
