@@ -215,3 +215,13 @@ def test_a_reader_that_goes_away_gets_no_traceback(baseline: dict[str, Any], tmp
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 141, stderr.decode()
     assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr, stderr.decode()
+
+
+def test_a_measured_allowance_that_moves_by_its_rounding_is_not_loosened(baseline: dict[str, Any]) -> None:
+    """conditioning.allowance states sigma to three digits: one reason can carry atols 0.5% apart."""
+    from conformance.diff import TOLERANCE_MARGIN
+    key_case = _find(baseline, "linear")
+    nudged, _ = _loosen(baseline, "linear", atol=key_case["tolerance"]["atol"] * 1.005)
+    assert not diff(baseline, nudged)
+    beyond, key = _loosen(baseline, "linear", atol=key_case["tolerance"]["atol"] * TOLERANCE_MARGIN * 1.001)
+    assert _keys(diff(baseline, beyond).tolerance_loosened) == {key}
