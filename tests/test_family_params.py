@@ -300,6 +300,9 @@ def test_max_pool_inputs_keep_both_signs_away_from_padded_borders() -> None:
     assert interior.min() < -0.9 and interior.max() > 0.9
     assert len(np.unique(interior)) == interior.size, "every value drawn, none repeated"
     assert (x[:, :, :3, :] < 0).all() and (x[:, :, :, -3:] < 0).all()
+    # exactly one window span (3) from each padded border: the next row and column keep both signs
+    for line in (x[:, :, 3, 3:-3], x[:, :, -4, 3:-3], x[:, :, 3:-3, 3], x[:, :, 3:-3, -4]):
+        assert (line > 0).any() and (line < 0).any()
     unpadded = family.normalise({"kernel_size": 3, "input_shape": [2, 9, 9]})
     (y,) = max_pool_inputs(unpadded, np.random.default_rng(0), 3)
     assert (y > 0).mean() == pytest.approx(0.5, abs=0.1), "no padding, nothing made negative"

@@ -19,3 +19,27 @@ def test_a_dilated_max_pool_with_a_kernel_of_one_is_one_strided_tap(dimensions: 
     result = conformance.compare(pair.torch, pair.keras, x)
     assert result.passed, result.summary()
     assert result.max_abs_error == 0.0
+
+
+@pytest.mark.parametrize(("padding", "count_include_pad", "expected"), [
+    (0, True, ["AveragePooling2D"]),
+    (0, False, ["AveragePooling2D"]),                       # nothing padded: nothing to leave out of the count
+    (1, True, ["ZeroPadding2D", "AveragePooling2D"]),       # zeros counted: Keras's own average
+])
+def test_average_pooling_is_plain_keras_where_the_counts_agree(padding: int, count_include_pad: bool,
+                                                               expected: list[str]) -> None:
+    """Only where torch's divisor differs from the window size (padding left out of the count, ceil_mode's extra
+    positions) is the average built as a sum divided by a count; elsewhere it is Keras's own layers."""
+    pair = conformance.build_pair("avg_pool2d", kernel_size=3, stride=2, padding=padding,
+                                  count_include_pad=count_include_pad, input_shape=(2, 9, 9))
+    assert [type(layer).__name__ for layer in pair.keras.layers][1:] == expected
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
+    assert conformance.compare(pair.torch, pair.keras, x).passed
+
+
+def test_average_pooling_without_the_padding_in_the_count_divides_by_torchs_count() -> None:
+    pair = conformance.build_pair("avg_pool2d", kernel_size=3, stride=2, padding=1, count_include_pad=False,
+                                  input_shape=(2, 9, 9))
+    assert "ZeroPadding2D" not in [type(layer).__name__ for layer in pair.keras.layers]
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
+    assert conformance.compare(pair.torch, pair.keras, x).passed
