@@ -263,6 +263,7 @@ def test_avg_pool3d_refuses_an_input_smaller_than_the_kernel_and_the_others_need
     ("max_pool1d", {"kernel_size": 3, "dilation": 2, "input_shape": [1, 4]}, False),   # the window spans 5
     ("max_pool1d", {"kernel_size": 3, "dilation": 2, "padding": 1, "input_shape": [1, 4]}, True),
     ("avg_pool1d", {"kernel_size": 2, "padding": 1, "input_shape": [1, 1]}, True),
+    ("avg_pool1d", {"kernel_size": 3, "input_shape": [1, 2]}, False),
 ])
 def test_pool_output_must_not_be_empty(family: str, raw: dict[str, object], fits: bool) -> None:
     if fits:
@@ -284,6 +285,8 @@ def test_pool_output_length_against_hand_worked_values() -> None:
     # (5 + 2 - 2 + 1) // 2 + 1 = 4 windows, but the 4th would start at 6 >= 5 + 1: past the input and left pad
     assert pool_output_length(5, 2, 2, 1, 1, True) == 3
     assert pool_output_length(9, 3, 3, 0, 2, False) == 2
+    # a stride longer than the window: ceil's 3rd window would start at 6, past the input (>= 5, not only == 5)
+    assert pool_output_length(5, 1, 3, 0, 1, True) == 2
 
 
 def test_max_pool_inputs_keep_both_signs_away_from_padded_borders() -> None:
@@ -297,7 +300,7 @@ def test_max_pool_inputs_keep_both_signs_away_from_padded_borders() -> None:
     (x,) = max_pool_inputs(p, np.random.default_rng(0), 3)
     assert x.shape == (3, 2, 16, 16) and x.dtype == np.float32
     interior = x[:, :, 3:-3, 3:-3]
-    assert interior.min() < -0.9 and interior.max() > 0.9
+    assert -1.0 <= interior.min() < -0.9 and 0.9 < interior.max() <= 1.0
     assert len(np.unique(interior)) == interior.size, "every value drawn, none repeated"
     assert (x[:, :, :3, :] < 0).all() and (x[:, :, :, -3:] < 0).all()
     # exactly one window span (3) from each padded border: the next row and column keep both signs

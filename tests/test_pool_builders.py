@@ -43,3 +43,18 @@ def test_average_pooling_without_the_padding_in_the_count_divides_by_torchs_coun
     assert "ZeroPadding2D" not in [type(layer).__name__ for layer in pair.keras.layers]
     x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
     assert conformance.compare(pair.torch, pair.keras, x).passed
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_a_max_pool_without_dilation_is_one_keras_max_pooling(padding: int) -> None:
+    """The strided crops and their Maximum are for dilation only; padding is a -inf pad op, not a layer."""
+    pair = conformance.build_pair("max_pool2d", kernel_size=3, stride=2, padding=padding, input_shape=(2, 9, 9))
+    assert [type(layer).__name__ for layer in pair.keras.layers][1:] == ["MaxPooling2D"]
+
+
+def test_average_pooling_pads_each_axis_by_its_own_amount() -> None:
+    pair = conformance.build_pair("avg_pool2d", kernel_size=(3, 5), stride=2, padding=(1, 2), input_shape=(2, 9, 9))
+    padding = next(layer for layer in pair.keras.layers if type(layer).__name__ == "ZeroPadding2D")
+    assert padding.get_config()["padding"] == ((1, 1), (2, 2))
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
+    assert conformance.compare(pair.torch, pair.keras, x).passed
