@@ -418,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # TensorFlow's start-up chatter hides our output
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()   # a reader that went away shows here, not in Python's flush at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -205,11 +205,17 @@ def test_an_exact_comparison_given_any_allowance_is_loosened(baseline: dict[str,
     assert changes.tolerance_loosened[0].why.startswith("atol from 0 for the same reason")
 
 
-def test_a_reader_that_goes_away_gets_no_traceback(baseline: dict[str, Any], tmp_path: Path) -> None:
-    """`conformance diff A B | head`: the pipe closes before the report is written."""
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_reader_that_goes_away_gets_no_traceback(baseline: dict[str, Any], tmp_path: Path, buffered: bool) -> None:
+    """`conformance diff A B | head`: the pipe closes before the report is written. Buffered (a pipe's default),
+    the short report stays in the buffer until the exit's flush, which is where the error used to surface."""
     path = _write(tmp_path, "base.json", baseline)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen([*CONFORMANCE, "diff", path, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                               env=env)
     assert process.stdout is not None
     process.stdout.close()
     _, stderr = process.communicate(timeout=120)
