@@ -258,8 +258,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     import json
 
     from .results import environment
-    from .runner import use_one_torch_thread
-    use_one_torch_thread()
+    # torch is at one thread already: every case's runtest set it (use_one_torch_thread)
     measured = environment(session.config.getoption("--conformance-torch-device"),
                            session.config.getoption("--conformance-converter"))
     output["conformance_environment"] = json.loads(json.dumps(measured))   # plain types: execnet sends no others

@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests: seeded inputs and weight snapshots."""
+"""Small helpers shared by the tests: seeded inputs, weight snapshots and the layers of a Keras model."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ import numpy as np
 
 def inputs(shape: tuple[int, ...], seed: int = 0, batch: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, size=(batch, *shape)).astype(np.float32)
+
+
+def keras_layers(model: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The class name and config of each layer of a Keras model, its InputLayer left out: what a family built."""
+    return [(type(layer).__name__, layer.get_config()) for layer in model.layers
+            if type(layer).__name__ != "InputLayer"]
 
 
 def keras_snapshot(model: Any) -> list[np.ndarray]:

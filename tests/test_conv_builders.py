@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import keras_layers
 
 import conformance
 
 
 def _layers(family: str, **params: Any) -> list[tuple[str, dict[str, Any]]]:
-    model = conformance.build_pair(family, **params).keras
-    return [(type(layer).__name__, layer.get_config()) for layer in model.layers
-            if type(layer).__name__ != "InputLayer"]
+    return keras_layers(conformance.build_pair(family, **params).keras)
 
 
 def _kinds(family: str, **params: Any) -> list[str]:

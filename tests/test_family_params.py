@@ -4,10 +4,20 @@ rules were all caught but whose parameter checks were not (docs/mutation.md). No
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conformance.errors import CaseError
 from conformance.families import get_family
+from conformance.families.base import Family
+
+
+def refused(family: str | Family, raw: dict[str, Any], field: str, message: str) -> None:
+    """The case schema refuses ``raw`` with a CaseError that names ``field`` and matches ``message``."""
+    with pytest.raises(CaseError, match=message) as caught:
+        (get_family(family) if isinstance(family, str) else family).normalise(raw)
+    assert caught.value.field == field
 
 
 def test_linear_defaults_and_bounds() -> None:
@@ -50,9 +60,7 @@ def test_batch_norm_defaults_and_bounds() -> None:
     for field, value, message in (("num_features", 0, "must be >= 1, got 0"), ("eps", 0.0, "must be > 0.0"),
                                   ("momentum", -0.1, "must be >= 0.0"),
                                   ("track_running_stats", False, "expected one of \\[True\\]")):
-        with pytest.raises(CaseError, match=message) as caught:
-            family.normalise({**base, field: value})
-        assert caught.value.field == field
+        refused(family, {**base, field: value}, field, message)
     assert family.normalise({**base, "momentum": 0.0, "eps": 1e-12})["momentum"] == 0.0
 
 
@@ -66,16 +74,13 @@ def test_batch_norm_takes_only_its_own_rank(name: str, good: tuple[list[int], ..
     family = get_family(name)
     for shape in good:
         assert family.normalise({"num_features": 3, "input_shape": shape})["input_shape"] == tuple(shape)
-    with pytest.raises(CaseError, match=layouts) as caught:
-        family.normalise({"num_features": 3, "input_shape": bad})
-    assert caught.value.field == "input_shape"
+    refused(family, {"num_features": 3, "input_shape": bad}, "input_shape", layouts)
 
 
 @pytest.mark.parametrize("channels", [2, 4])
 def test_batch_norm_channels_must_be_num_features(channels: int) -> None:
-    with pytest.raises(CaseError, match=f"has {channels} channels but num_features is 3") as caught:
-        get_family("batch_norm2d").normalise({"num_features": 3, "input_shape": [channels, 4, 4]})
-    assert caught.value.field == "input_shape"
+    refused("batch_norm2d", {"num_features": 3, "input_shape": [channels, 4, 4]}, "input_shape",
+            f"has {channels} channels but num_features is 3")
 
 
 def test_keras_momentum_is_one_minus_torchs_and_refuses_what_keras_cannot_do() -> None:
@@ -99,22 +104,16 @@ def test_conv_defaults_and_bounds() -> None:
         "in_channels": 2, "out_channels": 4, "kernel_size": (3, 3), "stride": (1, 1), "padding": (0, 0),
         "dilation": (1, 1), "groups": 1, "bias": True, "padding_mode": "zeros", "input_shape": (2, 5, 5)}
     for field in ("in_channels", "out_channels", "kernel_size", "stride", "dilation", "groups"):
-        with pytest.raises(CaseError, match="must be >= 1, got 0") as caught:
-            family.normalise({**CONV, field: 0})
-        assert caught.value.field == field
+        refused(family, {**CONV, field: 0}, field, "must be >= 1, got 0")
     assert family.normalise({**CONV, "padding": 0})["padding"] == (0, 0)
-    with pytest.raises(CaseError, match="must be >= 0, got -1"):
-        family.normalise({**CONV, "padding": -1})
-    with pytest.raises(CaseError, match="expected one of \\['zeros'\\]") as caught:
-        family.normalise({**CONV, "padding_mode": "reflect"})
-    assert caught.value.field == "padding_mode"
+    refused(family, {**CONV, "padding": -1}, "padding", "must be >= 0, got -1")
+    refused(family, {**CONV, "padding_mode": "reflect"}, "padding_mode", "expected one of \\['zeros'\\]")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_conv_channels_must_be_in_channels(channels: int) -> None:
-    with pytest.raises(CaseError, match=f"has {channels} channels but in_channels is 2") as caught:
-        get_family("conv2d").normalise({**CONV, "input_shape": [channels, 5, 5]})
-    assert caught.value.field == "input_shape"
+    refused("conv2d", {**CONV, "input_shape": [channels, 5, 5]}, "input_shape",
+            f"has {channels} channels but in_channels is 2")
 
 
 @pytest.mark.parametrize(("in_channels", "out_channels", "groups", "fits"), [
@@ -126,10 +125,8 @@ def test_conv_groups_must_divide_both_channel_counts(in_channels: int, out_chann
     if fits:
         assert get_family("conv2d").normalise(raw)["groups"] == groups
         return
-    with pytest.raises(CaseError, match=f"groups={groups} must divide in_channels={in_channels} and "
-                                        f"out_channels={out_channels}") as caught:
-        get_family("conv2d").normalise(raw)
-    assert caught.value.field == "groups"
+    refused("conv2d", raw, "groups",
+            f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
 
 
 def test_conv_same_padding_only_at_stride_one() -> None:
@@ -137,12 +134,11 @@ def test_conv_same_padding_only_at_stride_one() -> None:
     assert family.normalise({**CONV, "padding": "same"})["padding"] == "same"
     assert family.normalise({**CONV, "padding": "same", "input_shape": [2, 1, 1]})["padding"] == "same"
     for stride in ((2, 1), (1, 2)):
-        with pytest.raises(CaseError, match="padding='same' with stride > 1") as caught:
-            family.normalise({**CONV, "padding": "same", "stride": list(stride)})
-        assert caught.value.field == "padding"
+        refused(family, {**CONV, "padding": "same", "stride": list(stride)}, "padding",
+                "padding='same' with stride > 1")
     assert family.normalise({**CONV, "padding": "valid", "stride": 2})["padding"] == "valid"
-    with pytest.raises(CaseError, match="spatial size 2 is too small for kernel 3 with dilation 1 and padding 0"):
-        family.normalise({**CONV, "padding": "valid", "input_shape": [2, 5, 2]})   # 'valid' pads nothing
+    refused(family, {**CONV, "padding": "valid", "input_shape": [2, 5, 2]}, "input_shape",   # 'valid' pads nothing
+            "spatial size 2 is too small for kernel 3 with dilation 1 and padding 0")
     assert family.normalise({**CONV, "padding": "valid", "input_shape": [2, 5, 3]})["input_shape"] == (2, 5, 3)
 
 
@@ -161,10 +157,8 @@ def test_conv_spatial_size_must_fit_the_kernel(spatial: int, kernel: int, stride
     if fits:
         assert family.normalise(raw)["input_shape"] == (2, 6, spatial)
         return
-    with pytest.raises(CaseError, match=f"spatial size {spatial} is too small for kernel {kernel} with "
-                                        f"dilation {dilation} and padding {pad}") as caught:
-        family.normalise(raw)
-    assert caught.value.field == "input_shape"
+    refused(family, raw, "input_shape",
+            f"spatial size {spatial} is too small for kernel {kernel} with dilation {dilation} and padding {pad}")
 
 
 def test_conv_output_length_is_torchs_formula() -> None:
@@ -182,9 +176,7 @@ def test_conv_rank_follows_the_family(name: str, shape: list[int]) -> None:
     n = len(shape) - 1
     params = family.normalise({**CONV, "input_shape": shape})
     assert params["kernel_size"] == (3,) * n and params["stride"] == (1,) * n and params["padding"] == (0,) * n
-    with pytest.raises(CaseError, match="expected rank") as caught:
-        family.normalise({**CONV, "input_shape": [2, 5, 5]})
-    assert caught.value.field == "input_shape"
+    refused(family, {**CONV, "input_shape": [2, 5, 5]}, "input_shape", "expected rank")
 
 
 @pytest.mark.parametrize(("name", "in_channels", "groups", "kernel"), [
@@ -231,9 +223,7 @@ def test_pool_defaults_and_bounds() -> None:
             ("max_pool2d", "dilation", 0, "must be >= 1"), ("avg_pool2d", "padding", -1, "must be >= 0"),
             ("max_pool2d", "return_indices", True, "expected one of \\[False\\]"),
             ("avg_pool2d", "divisor_override", 2, "expected one of \\[\\]")):
-        with pytest.raises(CaseError, match=message) as caught:
-            get_family(family).normalise({**base, field: value})
-        assert caught.value.field == field
+        refused(family, {**base, field: value}, field, message)
     assert get_family("avg_pool2d").normalise({**base, "padding": 1, "stride": "none"})["stride"] is None
 
 
@@ -241,15 +231,13 @@ def test_pool_defaults_and_bounds() -> None:
 def test_pool_padding_at_most_half_the_kernel(family: str) -> None:
     ok = get_family(family).normalise({"kernel_size": [4, 3], "padding": [2, 1], "input_shape": [1, 6, 6]})
     assert ok["padding"] == (2, 1)
-    with pytest.raises(CaseError, match="padding 2 is more than half the kernel size 3") as caught:
-        get_family(family).normalise({"kernel_size": [4, 3], "padding": [2, 2], "input_shape": [1, 6, 6]})
-    assert caught.value.field == "padding"
+    refused(family, {"kernel_size": [4, 3], "padding": [2, 2], "input_shape": [1, 6, 6]}, "padding",
+            "padding 2 is more than half the kernel size 3")
 
 
 def test_avg_pool3d_refuses_an_input_smaller_than_the_kernel_and_the_others_need_only_an_output() -> None:
-    with pytest.raises(CaseError, match="AvgPool3d refuses an input smaller than the kernel") as caught:
-        get_family("avg_pool3d").normalise({"kernel_size": [2, 3, 2], "padding": 1, "input_shape": [1, 4, 2, 4]})
-    assert caught.value.field == "input_shape"
+    refused("avg_pool3d", {"kernel_size": [2, 3, 2], "padding": 1, "input_shape": [1, 4, 2, 4]}, "input_shape",
+            "AvgPool3d refuses an input smaller than the kernel")
     fits = get_family("avg_pool3d").normalise({"kernel_size": 2, "input_shape": [1, 2, 2, 2]})
     assert fits["kernel_size"] == (2, 2, 2)
     # max pooling in 3-D and average pooling in 2-D only need a non-empty output: the padding makes room
@@ -269,9 +257,7 @@ def test_pool_output_must_not_be_empty(family: str, raw: dict[str, object], fits
     if fits:
         assert get_family(family).normalise(raw)
         return
-    with pytest.raises(CaseError, match="gives an empty output \\[0\\] for kernel \\[3\\]") as caught:
-        get_family(family).normalise(raw)
-    assert caught.value.field == "input_shape"
+    refused(family, raw, "input_shape", "gives an empty output \\[0\\] for kernel \\[3\\]")
 
 
 def test_pool_output_length_against_hand_worked_values() -> None:

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from helpers import check_naive, recorded_refusal
+from helpers import check_naive, inputs, recorded_refusal
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -279,13 +279,11 @@ def test_batch_norm_tolerance_sees_a_thousandth_off_in_one_channels_variance(nam
     """The family's own tolerance, not compare's default, must catch a modest error: one channel's moving
     variance off by 0.1% moves that channel's outputs by about 0.05% of their size, far above a float32
     rounding of the affine map and far below anything a loosened tolerance would notice."""
-    family = get_family(name)
-    params = family.normalise({"num_features": 4, "input_shape": list(shape)})
     pair = conformance.build_pair(name, num_features=4, input_shape=shape)
     randomize_torch(pair.torch, 3)
     conformance.transfer_weights(pair.torch, pair.keras)
-    x = np.random.default_rng(4).uniform(-2, 2, (3, *shape)).astype(np.float32)
-    tolerance = family.tolerance(params)
+    x = 2 * inputs(shape, seed=4, batch=3)
+    tolerance = pair.family.tolerance(pair.params)
     assert conformance.compare(pair.torch, pair.keras, x, tolerance=tolerance).passed
     variance = next(v for v in pair.keras.weights if "moving_variance" in v.path)
     values = keras.ops.convert_to_numpy(variance).copy()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from helpers import inputs, keras_layers
 
 import conformance
+
+
+def _kinds(pair: conformance.Pair) -> list[str]:
+    return [kind for kind, _ in keras_layers(pair.keras)]
 
 
 @pytest.mark.parametrize("dimensions", [1, 2])
@@ -13,9 +17,9 @@ def test_a_dilated_max_pool_with_a_kernel_of_one_is_one_strided_tap(dimensions: 
     """Dilation with kernel 1 reads one element per window: a single crop, no Maximum of one input."""
     shape = (2,) + (7,) * dimensions
     pair = conformance.build_pair(f"max_pool{dimensions}d", kernel_size=1, stride=2, dilation=2, input_shape=shape)
-    kinds = [type(layer).__name__ for layer in pair.keras.layers]
+    kinds = _kinds(pair)
     assert "Maximum" not in kinds and kinds.count(f"MaxPooling{dimensions}D") == 1
-    x = np.random.default_rng(0).uniform(-1, 1, (3, *shape)).astype(np.float32)
+    x = inputs(shape, batch=3)
     result = conformance.compare(pair.torch, pair.keras, x)
     assert result.passed, result.summary()
     assert result.max_abs_error == 0.0
@@ -32,16 +36,16 @@ def test_average_pooling_is_plain_keras_where_the_counts_agree(padding: int, cou
     positions) is the average built as a sum divided by a count; elsewhere it is Keras's own layers."""
     pair = conformance.build_pair("avg_pool2d", kernel_size=3, stride=2, padding=padding,
                                   count_include_pad=count_include_pad, input_shape=(2, 9, 9))
-    assert [type(layer).__name__ for layer in pair.keras.layers][1:] == expected
-    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
+    assert _kinds(pair) == expected
+    x = inputs((2, 9, 9), batch=3)
     assert conformance.compare(pair.torch, pair.keras, x).passed
 
 
 def test_average_pooling_without_the_padding_in_the_count_divides_by_torchs_count() -> None:
     pair = conformance.build_pair("avg_pool2d", kernel_size=3, stride=2, padding=1, count_include_pad=False,
                                   input_shape=(2, 9, 9))
-    assert "ZeroPadding2D" not in [type(layer).__name__ for layer in pair.keras.layers]
-    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
+    assert "ZeroPadding2D" not in _kinds(pair)
+    x = inputs((2, 9, 9), batch=3)
     assert conformance.compare(pair.torch, pair.keras, x).passed
 
 
@@ -49,12 +53,11 @@ def test_average_pooling_without_the_padding_in_the_count_divides_by_torchs_coun
 def test_a_max_pool_without_dilation_is_one_keras_max_pooling(padding: int) -> None:
     """The strided crops and their Maximum are for dilation only; padding is a -inf pad op, not a layer."""
     pair = conformance.build_pair("max_pool2d", kernel_size=3, stride=2, padding=padding, input_shape=(2, 9, 9))
-    assert [type(layer).__name__ for layer in pair.keras.layers][1:] == ["MaxPooling2D"]
+    assert _kinds(pair) == ["MaxPooling2D"]
 
 
 def test_average_pooling_pads_each_axis_by_its_own_amount() -> None:
     pair = conformance.build_pair("avg_pool2d", kernel_size=(3, 5), stride=2, padding=(1, 2), input_shape=(2, 9, 9))
-    padding = next(layer for layer in pair.keras.layers if type(layer).__name__ == "ZeroPadding2D")
-    assert padding.get_config()["padding"] == ((1, 1), (2, 2))
-    x = np.random.default_rng(0).uniform(-1, 1, (3, 2, 9, 9)).astype(np.float32)
+    assert dict(keras_layers(pair.keras))["ZeroPadding2D"]["padding"] == ((1, 1), (2, 2))
+    x = inputs((2, 9, 9), batch=3)
     assert conformance.compare(pair.torch, pair.keras, x).passed
